@@ -1,0 +1,210 @@
+"""Default configuration of etri-iterativeSG.
+
+Every key the code reads lives here (and nowhere else); YAML files under ``configs/`` override them through
+``_BASE_`` inheritance and the command line overrides them with trailing ``KEY VALUE`` pairs, exactly as in
+detectron2.  ``get_cfg()`` returns a fresh copy.
+"""
+from fvcore.common.config import CfgNode as _FvCfgNode
+
+
+class CfgNode(_FvCfgNode):
+    """fvcore's CfgNode (yacs + ``_BASE_``) with error messages that name the offending key and file."""
+
+    def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
+        import os
+
+        if not os.path.isfile(cfg_filename):
+            raise FileNotFoundError(f"Config file not found: {cfg_filename}")
+        try:
+            super().merge_from_file(cfg_filename, allow_unsafe=allow_unsafe)
+        except KeyError as e:  # yacs: "Non-existent config key: X"
+            raise KeyError(f"{cfg_filename}: {e.args[0] if e.args else e}") from None
+        except ValueError as e:  # yacs: type mismatch
+            raise ValueError(f"{cfg_filename}: {e}") from None
+
+    def merge_from_list(self, cfg_list: list) -> None:
+        if len(cfg_list) % 2 != 0:
+            raise ValueError(
+                f"Config overrides must be KEY VALUE pairs; got an odd number of items: {list(cfg_list)}"
+            )
+        try:
+            super().merge_from_list(cfg_list)
+        except KeyError as e:
+            raise KeyError(f"command-line override: {e.args[0] if e.args else e}") from None
+        except ValueError as e:
+            raise ValueError(f"command-line override: {e}") from None
+
+
+_C = CfgNode()
+
+# Directory for checkpoints, logs, metrics, predictions and the merged config.yaml.
+_C.OUTPUT_DIR = "./output"
+# Random seed (< 0: draw one at start-up and log it).
+_C.SEED = 42
+# CPU runs: torch.use_deterministic_algorithms + fixed data order, so reruns give bit-identical weights.
+_C.DETERMINISTIC = False
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------------------
+_C.MODEL = CfgNode()
+# "cuda" or "cpu" (detectron2's key).
+_C.MODEL.DEVICE = "cuda"
+# Checkpoint to initialise from: ours, the released IterativeSG/DETR checkpoint, or vovnet/centermask2 weights.
+_C.MODEL.WEIGHTS = ""
+# Which network: "IterativeSceneGraphModel" (the paper), "DETRDetector" / "FCOSDetector" (pre-training).
+_C.MODEL.META_ARCHITECTURE = "IterativeSceneGraphModel"
+# Input normalisation in the channel order of INPUT.FORMAT, 0-255 scale.
+_C.MODEL.PIXEL_MEAN = [123.675, 116.280, 103.530]
+_C.MODEL.PIXEL_STD = [58.395, 57.120, 57.375]
+# Wrap the model in torch.compile.
+_C.MODEL.COMPILE = False
+
+_C.MODEL.BACKBONE = CfgNode()
+# "ResNet" (DETR's ResNet trunk, res5 output) or "VoVNetFPN" (VoVNetV2 + CenterMask FPN, P3-P7).
+_C.MODEL.BACKBONE.NAME = "ResNet"
+# Freeze the first N stages (0 = nothing, 1 = stem, 2 = stem + res2/stage2), as in detectron2.
+_C.MODEL.BACKBONE.FREEZE_AT = 2
+
+_C.MODEL.RESNETS = CfgNode()
+_C.MODEL.RESNETS.DEPTH = 101
+# "FrozenBN", "BN", "GN" or "SyncBN".
+_C.MODEL.RESNETS.NORM = "FrozenBN"
+
+_C.MODEL.VOVNET = CfgNode()
+# "V-19-slim-eSE", "V-19-slim-dw-eSE", "V-19-eSE", "V-39-eSE", "V-57-eSE" or "V-99-eSE".
+_C.MODEL.VOVNET.CONV_BODY = "V-99-eSE"
+_C.MODEL.VOVNET.NORM = "FrozenBN"
+
+_C.MODEL.FPN = CfgNode()
+_C.MODEL.FPN.OUT_CHANNELS = 256
+
+_C.MODEL.ENCODER = CfgNode()
+# "DETR" (paper) or "CenterMask" (the lab's FCOS + RoI-feature encoder; needs BACKBONE.NAME VoVNetFPN).
+_C.MODEL.ENCODER.NAME = "DETR"
+# Feature map the transformer encoder reads: "res5" for ResNet, "p5" for the FPN.
+_C.MODEL.ENCODER.IN_FEATURE = "res5"
+
+_C.MODEL.DETR = CfgNode()
+_C.MODEL.DETR.HIDDEN_DIM = 256
+_C.MODEL.DETR.NHEADS = 8
+_C.MODEL.DETR.DIM_FEEDFORWARD = 2048
+_C.MODEL.DETR.ENC_LAYERS = 6
+_C.MODEL.DETR.DEC_LAYERS = 6
+_C.MODEL.DETR.DROPOUT = 0.1
+_C.MODEL.DETR.NUM_OBJECT_QUERIES = 300
+_C.MODEL.DETR.NUM_CLASSES = 150
+_C.MODEL.DETR.NUM_RELATION_CLASSES = 50
+# Loss weights (also the matching costs: class 1, L1 5, GIoU 2).
+_C.MODEL.DETR.CLASS_WEIGHT = 1.0
+_C.MODEL.DETR.L1_WEIGHT = 5.0
+_C.MODEL.DETR.GIOU_WEIGHT = 2.0
+_C.MODEL.DETR.COST_CLASS = 1.0
+_C.MODEL.DETR.COST_BBOX = 5.0
+_C.MODEL.DETR.COST_GIOU = 2.0
+# Weight of the "no object" class in the subject/object cross-entropy.
+_C.MODEL.DETR.NO_OBJECT_WEIGHT = 0.1
+# Predicate cross-entropy weights w_c = max(sqrt(alpha / f_c), 1) ** U (alpha = OVERSAMPLE, U = UNDERSAMPLE = 2 beta).
+_C.MODEL.DETR.REWEIGHT_RELATIONS = True
+_C.MODEL.DETR.OVERSAMPLE_PARAM = 0.07
+_C.MODEL.DETR.UNDERSAMPLE_PARAM = 1.5
+# Weight of the "no relation" class in the predicate cross-entropy.
+_C.MODEL.DETR.REWEIGHT_REL_EOS_COEF = 0.1
+# Losses on every decoder layer (deep supervision).
+_C.MODEL.DETR.DEEP_SUPERVISION = True
+
+# The lab's "CenterMask" encoder (SPEC section 6).
+_C.MODEL.CENTERMASK = CfgNode()
+# Weight of the FCOS detection losses in the joint objective.
+_C.MODEL.CENTERMASK.FCOS_LOSS_WEIGHT = 1.0
+# How many FCOS detections per image have their RoI features injected into the decoders' memory.
+_C.MODEL.CENTERMASK.NUM_INJECTED_DETECTIONS = 50
+_C.MODEL.CENTERMASK.SCORE_THRESH = 0.05
+_C.MODEL.CENTERMASK.ROI_RESOLUTION = 7
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------
+_C.DATASETS = CfgNode()
+_C.DATASETS.TRAIN = ("VG_train",)
+# Split used for periodic evaluation during training and best-model selection.
+_C.DATASETS.VAL = ("VG_val",)
+# Split(s) evaluated by --eval-only and at the end of training.
+_C.DATASETS.TEST = ("VG_test",)
+
+_C.DATASETS.VISUAL_GENOME = CfgNode()
+_C.DATASETS.VISUAL_GENOME.IMAGES = ""
+_C.DATASETS.VISUAL_GENOME.MAPPING_DICTIONARY = ""
+_C.DATASETS.VISUAL_GENOME.IMAGE_DATA = ""
+_C.DATASETS.VISUAL_GENOME.VG_ATTRIBUTE_H5 = ""
+_C.DATASETS.VISUAL_GENOME.FILTER_EMPTY_RELATIONS = True
+_C.DATASETS.VISUAL_GENOME.FILTER_NON_OVERLAP = True
+_C.DATASETS.VISUAL_GENOME.FILTER_DUPLICATE_RELATIONS = True
+_C.DATASETS.VISUAL_GENOME.NUMBER_OF_VALIDATION_IMAGES = 5000
+_C.DATASETS.VISUAL_GENOME.BOX_SCALE = 1024
+# (Z, 3) .npy/.pt of 1-based (subject, object, predicate) zero-shot triplets; "" = test triplets unseen in train.
+_C.DATASETS.VISUAL_GENOME.ZERO_SHOT_TRIPLETS = ""
+
+_C.DATALOADER = CfgNode()
+_C.DATALOADER.NUM_WORKERS = 4
+_C.DATALOADER.ASPECT_RATIO_GROUPING = True
+
+_C.INPUT = CfgNode()
+# Channel order the model sees: "RGB" or "BGR" (vovnet/centermask2 weights expect BGR 0-255).
+_C.INPUT.FORMAT = "RGB"
+_C.INPUT.MIN_SIZE_TRAIN = tuple(range(480, 801, 32))
+_C.INPUT.MAX_SIZE_TRAIN = 1333
+_C.INPUT.MIN_SIZE_TEST = 800
+_C.INPUT.MAX_SIZE_TEST = 1333
+_C.INPUT.RANDOM_FLIP = "horizontal"
+_C.INPUT.CROP = CfgNode()
+_C.INPUT.CROP.ENABLED = True
+# Absolute random crop, side lengths in [SIZE[0], SIZE[1]], applied with probability PROB before resizing.
+_C.INPUT.CROP.SIZE = [384, 600]
+_C.INPUT.CROP.PROB = 0.5
+
+# ---------------------------------------------------------------------------------------------------------------
+# Solver
+# ---------------------------------------------------------------------------------------------------------------
+_C.SOLVER = CfgNode()
+_C.SOLVER.OPTIMIZER = "ADAMW"
+_C.SOLVER.BASE_LR = 1e-4
+_C.SOLVER.BACKBONE_MULTIPLIER = 0.1
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+_C.SOLVER.MAX_ITER = 250000
+_C.SOLVER.STEPS = (160000,)
+_C.SOLVER.GAMMA = 0.1
+_C.SOLVER.WARMUP_ITERS = 10
+_C.SOLVER.WARMUP_FACTOR = 1.0 / 1000
+_C.SOLVER.WARMUP_METHOD = "linear"
+# Total images per iteration over all processes.
+_C.SOLVER.IMS_PER_BATCH = 12
+_C.SOLVER.CHECKPOINT_PERIOD = 5000
+# Print/record training metrics every LOG_PERIOD iterations.
+_C.SOLVER.LOG_PERIOD = 20
+_C.SOLVER.CLIP_GRADIENTS = CfgNode()
+_C.SOLVER.CLIP_GRADIENTS.ENABLED = True
+# "full_model" (one norm over every parameter, as released) or "norm" (per parameter).
+_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+_C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
+_C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+_C.SOLVER.AMP = CfgNode()
+# bf16 autocast on GPU; ignored (fp32) on CPU.
+_C.SOLVER.AMP.ENABLED = True
+
+# ---------------------------------------------------------------------------------------------------------------
+# Test / evaluation
+# ---------------------------------------------------------------------------------------------------------------
+_C.TEST = CfgNode()
+# Evaluate DATASETS.VAL every EVAL_PERIOD iterations (0 = never).
+_C.TEST.EVAL_PERIOD = 10000
+# Metric that picks OUTPUT_DIR/best_model_final.pth, a key of the evaluator's result dict.
+_C.TEST.BEST_METRIC = "mR@100"
+# Inference post-processing: class-aware NMS IoU over the entity boxes, relation rows kept per image.
+_C.TEST.NMS_THRESH = 0.5
+_C.TEST.RELATIONS_PER_IMAGE = 300
+
+
+def get_cfg() -> CfgNode:
+    """A fresh copy of the defaults."""
+    return _C.clone()
