@@ -1,0 +1,30 @@
+"""``build_model(cfg)``: the network named by ``MODEL.META_ARCHITECTURE`` on ``MODEL.DEVICE``."""
+from typing import Optional, Sequence
+
+from torch import nn
+
+from .iterative_model import IterativeSceneGraphModel
+
+META_ARCHITECTURES = {"IterativeSceneGraphModel": IterativeSceneGraphModel}
+
+
+def _build_backbone(cfg) -> nn.Module:
+    try:
+        from .backbone import build_backbone
+    except ImportError as e:
+        raise ImportError(f"modeling.backbone.build_backbone is not available ({e}); "
+                          f"cannot build MODEL.BACKBONE.NAME {cfg.MODEL.BACKBONE.NAME!r}") from e
+    return build_backbone(cfg)
+
+
+def build_model(cfg, predicate_counts: Optional[Sequence[int]] = None) -> nn.Module:
+    """Build the model of ``cfg`` and move it to ``cfg.MODEL.DEVICE``.
+
+    ``predicate_counts`` (train-split relation counts per predicate, ``data.visual_genome.get_predicate_counts``)
+    sets the predicate loss weights when ``MODEL.DETR.REWEIGHT_RELATIONS``; ``None`` = all ones (inference).
+    """
+    name = cfg.MODEL.META_ARCHITECTURE
+    if name not in META_ARCHITECTURES:
+        raise ValueError(f"MODEL.META_ARCHITECTURE {name!r} is unknown; choose from {sorted(META_ARCHITECTURES)}")
+    model = META_ARCHITECTURES[name](cfg, _build_backbone(cfg), predicate_counts=predicate_counts)
+    return model.to(cfg.MODEL.DEVICE)
