@@ -120,6 +120,10 @@ _C.MODEL.CENTERMASK.FCOS_LOSS_WEIGHT = 1.0
 # How many FCOS detections per image have their RoI features injected into the decoders' memory.
 _C.MODEL.CENTERMASK.NUM_INJECTED_DETECTIONS = 50
 _C.MODEL.CENTERMASK.SCORE_THRESH = 0.05
+# IoU of FCOS's class-aware NMS before the top NUM_INJECTED_DETECTIONS are kept.
+_C.MODEL.CENTERMASK.NMS_THRESH = 0.6
+# FCOS candidates kept per pyramid level and image (best scores above SCORE_THRESH) before NMS.
+_C.MODEL.CENTERMASK.PRE_NMS_TOPK = 1000
 _C.MODEL.CENTERMASK.ROI_RESOLUTION = 7
 
 # ---------------------------------------------------------------------------------------------------------------

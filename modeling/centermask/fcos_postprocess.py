@@ -1,0 +1,87 @@
+"""FCOS inference: per-image top-K detections after class-aware NMS, padded to a fixed K, batched."""
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+from torchvision.models.detection._utils import BoxLinearCoder
+from torchvision.ops import batched_nms
+
+
+class Detections(NamedTuple):
+    """K detections per image, best first; rows where ``padding_mask`` is True are padding (zero box, score 0,
+    label -1).  Boxes are xyxy in resized-image pixels, clipped to the image."""
+
+    boxes: Tensor  # (B, K, 4) float32
+    scores: Tensor  # (B, K) float32
+    labels: Tensor  # (B, K) int64, 0-based
+    padding_mask: Tensor  # (B, K) bool
+
+
+@torch.no_grad()
+def select_detections(
+    head_outputs: dict[str, Tensor],
+    anchors: Tensor,
+    num_anchors_per_level: list[int],
+    image_sizes: list[tuple[int, int]],
+    box_coder: BoxLinearCoder,
+    score_thresh: float,
+    nms_thresh: float,
+    pre_nms_topk: int,
+    detections_per_image: int,
+) -> Detections:
+    """FCOS's post-processing (as torchvision's ``FCOS.postprocess_detections``) for the whole batch at once.
+
+    Score = sqrt(sigmoid(class logit) * sigmoid(centerness logit)) per (location, class); the ``pre_nms_topk``
+    best per level and image are kept if above ``score_thresh``, decoded, clipped to the unpadded image, boxes
+    without area dropped, then one class-aware NMS over every image (the image index is part of the NMS group)
+    and the ``detections_per_image`` best survivors per image.  Runs without gradients: the boxes are detached.
+    """
+    logits = head_outputs["cls_logits"].float()
+    scores = torch.sqrt(logits.sigmoid() * head_outputs["bbox_ctrness"].float().sigmoid())  # (B, A, C)
+    num_images, _, num_classes = scores.shape
+    device = scores.device
+
+    candidate_scores, candidate_anchors = [], []
+    start = 0
+    for count in num_anchors_per_level:
+        level_scores = scores[:, start : start + count].flatten(1)  # (B, count * C)
+        top_scores, top_idx = level_scores.topk(min(pre_nms_topk, level_scores.shape[1]), dim=1)
+        candidate_scores.append(top_scores)
+        candidate_anchors.append(top_idx + start * num_classes)
+        start += count
+    candidate_scores = torch.cat(candidate_scores, dim=1)  # (B, N)
+    flat_idx = torch.cat(candidate_anchors, dim=1)
+    anchor_idx, labels = flat_idx // num_classes, flat_idx % num_classes
+
+    distances = head_outputs["bbox_regression"].float().gather(1, anchor_idx[..., None].expand(-1, -1, 4))
+    boxes = box_coder.decode(distances, anchors[anchor_idx])  # (B, N, 4)
+    sizes = torch.tensor(image_sizes, dtype=torch.float32, device=device)  # (B, 2) as (h, w)
+    upper = sizes.flip(1).repeat(1, 2)[:, None, :]  # (B, 1, 4) = (w, h, w, h)
+    boxes = torch.minimum(boxes.clamp(min=0), upper)
+
+    keep = (candidate_scores > score_thresh) & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+    image_idx, candidate_idx = keep.nonzero(as_tuple=True)
+    kept_boxes = boxes[image_idx, candidate_idx]
+    kept_scores = candidate_scores[image_idx, candidate_idx]
+    kept_labels = labels[image_idx, candidate_idx]
+    survivors = batched_nms(kept_boxes, kept_scores, image_idx * num_classes + kept_labels, nms_thresh)
+
+    # Survivors come best first; a stable sort by image keeps that order within each image.
+    survivors = survivors[torch.sort(image_idx[survivors], stable=True).indices]
+    survivor_image = image_idx[survivors]
+    per_image = torch.bincount(survivor_image, minlength=num_images)
+    first_of_image = per_image.cumsum(0) - per_image
+    rank = torch.arange(len(survivors), device=device) - first_of_image[survivor_image]
+    taken = rank < detections_per_image
+    survivors, survivor_image, rank = survivors[taken], survivor_image[taken], rank[taken]
+
+    shape = (num_images, detections_per_image)
+    out_boxes = torch.zeros(*shape, 4, device=device)
+    out_scores = torch.zeros(shape, device=device)
+    out_labels = torch.full(shape, -1, dtype=torch.int64, device=device)
+    padding_mask = torch.ones(shape, dtype=torch.bool, device=device)
+    out_boxes[survivor_image, rank] = kept_boxes[survivors]
+    out_scores[survivor_image, rank] = kept_scores[survivors]
+    out_labels[survivor_image, rank] = kept_labels[survivors]
+    padding_mask[survivor_image, rank] = False
+    return Detections(out_boxes, out_scores, out_labels, padding_mask)

@@ -1,0 +1,139 @@
+"""The lab's "CenterMask" encoder: FCOS detections turned into extra memory tokens for the three decoders."""
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .box_embedding import BoxSineEmbedding
+from .fcos import FCOS
+from .roi_features import assign_boxes_to_levels, image_areas_of_rois, multilevel_roi_align
+from .spatial_attention import SpatialAttention
+
+FCOS_LEVELS = (3, 4, 5, 6, 7)  # P3-P7, strides 8-128
+ROI_LEVELS = (3, 4, 5)  # CenterMask pools RoIs from P3-P5 only (k_max = 5)
+GROUP_NORM_GROUPS = 32  # the FCOS towers' GroupNorm
+
+
+class CenterMaskInjector(nn.Module):
+    """FCOS on P3-P7, then one token per top detection: spatially attended RoI features plus a box position.
+
+    Per image the ``MODEL.CENTERMASK.NUM_INJECTED_DETECTIONS`` (K) best FCOS detections (score sqrt(class ×
+    centerness) > ``SCORE_THRESH``, class-aware NMS at ``NMS_THRESH``) are RoIAligned (``ROI_RESOLUTION``²,
+    CenterMask's scale-adaptive level rule on P3-P5, one call per level for the whole batch), passed through
+    CenterMask's spatial attention, flattened and projected to ``MODEL.DETR.HIDDEN_DIM`` (d) channels (linear +
+    LayerNorm, the scale of DETR's post-norm encoder output).  Their positional embedding is a sine embedding of
+    the normalised box (:class:`BoxSineEmbedding`).  The meta-architecture appends these K tokens to the DETR
+    encoder memory, so the subject, object and predicate decoders attend to the detector's objects.  The boxes are
+    detached: gradients reach the features through RoIAlign, not the box coordinates.  FCOS is trained jointly
+    (its losses × ``FCOS_LOSS_WEIGHT``).
+
+    Parameters with 256 FPN channels, d = 256, 150 classes, 7×7 RoIs: FCOS head 5,082,016, spatial attention 18,
+    token projection 3,212,032 (256·49·256 + 256 linear, 512 LayerNorm), box embedding 65,792 - 8,359,858 in all.
+    The lab's CenterMask count also includes a SAG-Mask head (2,643,298) and a MaskIoU head (16,340,304); Visual
+    Genome has no masks for them to learn from, so they are absent here.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        in_channels = cfg.MODEL.FPN.OUT_CHANNELS
+        hidden_dim = cfg.MODEL.DETR.HIDDEN_DIM
+        centermask = cfg.MODEL.CENTERMASK
+        _check_config(cfg)
+        self.num_detections = centermask.NUM_INJECTED_DETECTIONS
+        self.in_channels = in_channels
+        self.roi_resolution = centermask.ROI_RESOLUTION
+        self.fcos_loss_weight = centermask.FCOS_LOSS_WEIGHT
+        self.fcos = FCOS(
+            in_channels,
+            cfg.MODEL.DETR.NUM_CLASSES,
+            strides=[2**level for level in FCOS_LEVELS],
+            score_thresh=centermask.SCORE_THRESH,
+            nms_thresh=centermask.NMS_THRESH,
+            pre_nms_topk=centermask.PRE_NMS_TOPK,
+            detections_per_image=self.num_detections,
+        )
+        self.spatial_attention = SpatialAttention()
+        self.token_proj = nn.Sequential(
+            nn.Flatten(1), nn.Linear(in_channels * self.roi_resolution**2, hidden_dim), nn.LayerNorm(hidden_dim)
+        )
+        self.box_embedding = BoxSineEmbedding(hidden_dim)
+
+    def forward(
+        self,
+        features: dict[str, Tensor],
+        image_sizes: list[tuple[int, int]],
+        targets: Optional[list[dict[str, Tensor]]] = None,
+    ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """``features``: "p3".."p7" (B, C, H_l, W_l); ``image_sizes``: unpadded resized (h, w) per image;
+        ``targets``: per image ``boxes`` (N, 4) xyxy resized-image pixels and ``labels`` (N,) 0-based, or None.
+
+        Returns ``tokens`` (B, K, d), ``pos`` (B, K, d), ``padding_mask`` (B, K) bool (True = no detection; such
+        rows of ``tokens`` and ``pos`` are zero) and ``losses``: ``loss_fcos_{cls,loc,ctr}`` × FCOS_LOSS_WEIGHT in
+        training mode with targets, else ``{}``.
+        """
+        self._check_inputs(features, image_sizes, targets)
+        with_losses = self.training and targets is not None
+        pyramid = [features[f"p{level}"] for level in FCOS_LEVELS]
+        detections, losses = self.fcos(pyramid, image_sizes, targets if with_losses else None)
+
+        image_idx, slot = (~detections.padding_mask).nonzero(as_tuple=True)
+        boxes = detections.boxes[image_idx, slot]
+        rois = torch.cat((image_idx[:, None].to(boxes.dtype), boxes), dim=1)
+        levels = assign_boxes_to_levels(boxes, image_areas_of_rois(rois, image_sizes), ROI_LEVELS[0], ROI_LEVELS[-1])
+        roi_features = multilevel_roi_align(
+            {level: features[f"p{level}"] for level in ROI_LEVELS}, rois, levels, self.roi_resolution
+        )
+        detection_tokens = self.token_proj(self.spatial_attention(roi_features))
+        sizes = torch.tensor(image_sizes, dtype=boxes.dtype, device=boxes.device)
+        detection_pos = self.box_embedding(boxes, sizes[image_idx])
+
+        slots = detections.padding_mask.shape
+        tokens = _to_slots(detection_tokens, image_idx, slot, slots)
+        pos = _to_slots(detection_pos, image_idx, slot, slots)
+        losses = {name: value * self.fcos_loss_weight for name, value in losses.items()}
+        return tokens, pos, detections.padding_mask, losses
+
+    def _check_inputs(
+        self,
+        features: dict[str, Tensor],
+        image_sizes: list[tuple[int, int]],
+        targets: Optional[list[dict[str, Tensor]]],
+    ) -> None:
+        missing = [f"p{level}" for level in FCOS_LEVELS if f"p{level}" not in features]
+        if missing:
+            raise KeyError(f"CenterMaskInjector needs FPN features p3..p7; missing {missing} (got {sorted(features)})")
+        batch = features["p3"].shape[0]
+        for level in FCOS_LEVELS:
+            shape = tuple(features[f"p{level}"].shape)
+            if len(shape) != 4 or shape[:2] != (batch, self.in_channels):
+                raise ValueError(
+                    f"CenterMaskInjector: p{level} has shape {shape}; expected ({batch}, {self.in_channels}, H, W) "
+                    f"with {self.in_channels} = MODEL.FPN.OUT_CHANNELS"
+                )
+        if len(image_sizes) != batch:
+            raise ValueError(f"CenterMaskInjector: {len(image_sizes)} image_sizes for a batch of {batch}")
+        if targets is not None and len(targets) != batch:
+            raise ValueError(f"CenterMaskInjector: {len(targets)} targets for a batch of {batch}")
+
+
+def _to_slots(rows: Tensor, image_idx: Tensor, slot: Tensor, slots: torch.Size) -> Tensor:
+    """Scatter (N, d) rows into a zero (B, K, d) tensor at (image_idx, slot)."""
+    return rows.new_zeros(*slots, rows.shape[1]).index_put((image_idx, slot), rows)
+
+
+def _check_config(cfg) -> None:
+    """Clear errors for settings the injector cannot build with, naming the config key."""
+    centermask = cfg.MODEL.CENTERMASK
+    if cfg.MODEL.FPN.OUT_CHANNELS % GROUP_NORM_GROUPS != 0:
+        raise ValueError(
+            f"MODEL.FPN.OUT_CHANNELS = {cfg.MODEL.FPN.OUT_CHANNELS} must be a multiple of {GROUP_NORM_GROUPS} "
+            "(the FCOS towers use GroupNorm with 32 groups)"
+        )
+    if cfg.MODEL.DETR.HIDDEN_DIM % 8 != 0:
+        raise ValueError(f"MODEL.DETR.HIDDEN_DIM = {cfg.MODEL.DETR.HIDDEN_DIM} must be a multiple of 8 (box embedding)")
+    for key in ("NUM_INJECTED_DETECTIONS", "ROI_RESOLUTION", "PRE_NMS_TOPK"):
+        if centermask[key] < 1:
+            raise ValueError(f"MODEL.CENTERMASK.{key} must be >= 1, got {centermask[key]}")
+    for key in ("SCORE_THRESH", "NMS_THRESH"):
+        if not 0.0 <= centermask[key] <= 1.0:
+            raise ValueError(f"MODEL.CENTERMASK.{key} must be in [0, 1], got {centermask[key]}")
