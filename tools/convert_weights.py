@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Convert a foreign weights file offline into this project's parameter names.
+
+    python tools/convert_weights.py --input IN --output OUT [--config-file CFG] [KEY VALUE ...]
+
+The model of the config (default: ResNet-101 IterativeSG) is built on the CPU to learn its names and shapes; IN
+(the released IterativeSG/DETR-on-VG checkpoint, a single-decoder DETR checkpoint, vovnet-detectron2/centermask2 or
+torchvision ImageNet weights, or one of ours) is renamed by ``modeling.weight_conversion`` and written atomically to
+OUT as ``{"model": state_dict, "conversion": {...}}``, loadable through ``MODEL.WEIGHTS``.  The conversion report
+(source format, missing and unexpected keys, input-format notes) is printed.
+"""
+import argparse
+import logging
+import os
+import sys
+from typing import List, Optional
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from configs.defaults import get_cfg  # noqa: E402
+from engine.file_io import atomic_write  # noqa: E402
+from modeling.weight_conversion import convert_to_model_state_dict, load_checkpoint_file  # noqa: E402
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help="weights file to convert")
+    parser.add_argument("--output", required=True, help="converted file to write (.pth)")
+    parser.add_argument("--config-file", default="", help="config of the target model (YAML, _BASE_ allowed)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides as KEY VALUE pairs")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    cfg = get_cfg()
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+
+    import modeling  # after the config: building the model is the slow part
+
+    model = modeling.build_model(cfg)
+    try:
+        checkpoint = load_checkpoint_file(args.input)
+        state_dict, report = convert_to_model_state_dict(checkpoint, model, input_format=cfg.INPUT.FORMAT)
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        print(f"error: {args.input}: {error}", file=sys.stderr)
+        return 1
+    print(report)
+    output = {"model": state_dict,
+              "conversion": {"input": os.path.abspath(args.input), "source_format": report.source_format,
+                             "missing": report.missing, "unexpected": report.unexpected}}
+    atomic_write(args.output, lambda f: torch.save(output, f))
+    print(f"wrote {len(state_dict)} tensors to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
