@@ -4,35 +4,90 @@ Every key the code reads lives here (and nowhere else); YAML files under ``confi
 ``_BASE_`` inheritance and the command line overrides them with trailing ``KEY VALUE`` pairs, exactly as in
 detectron2.  ``get_cfg()`` returns a fresh copy.
 """
+import difflib
+import os
+from typing import Any, Dict, List
+
+from fvcore.common.config import BASE_KEY
 from fvcore.common.config import CfgNode as _FvCfgNode
 
 
 class CfgNode(_FvCfgNode):
-    """fvcore's CfgNode (yacs + ``_BASE_``) with error messages that name the offending key and file."""
+    """fvcore's CfgNode (yacs + ``_BASE_``) whose merges fail with messages naming the offending key and source.
+
+    yacs reports an unknown command-line key with a bare ``AssertionError`` and never names the YAML file; here
+    every merge goes through one checked path: an unknown key raises ``KeyError`` naming the full key, its source
+    (the YAML file or "command line") and the closest existing keys; a value of the wrong type raises
+    ``ValueError`` naming the key, the expected type and the default.  Besides yacs' list <-> tuple coercion, an
+    ``int`` is accepted where a ``float`` is expected (``SOLVER.CLIP_GRADIENTS.CLIP_VALUE 1``).
+    """
 
     def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
-        import os
-
         if not os.path.isfile(cfg_filename):
             raise FileNotFoundError(f"Config file not found: {cfg_filename}")
-        try:
-            super().merge_from_file(cfg_filename, allow_unsafe=allow_unsafe)
-        except KeyError as e:  # yacs: "Non-existent config key: X"
-            raise KeyError(f"{cfg_filename}: {e.args[0] if e.args else e}") from None
-        except ValueError as e:  # yacs: type mismatch
-            raise ValueError(f"{cfg_filename}: {e}") from None
+        loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe)
+        if loaded is None:  # an empty YAML file
+            return
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{cfg_filename}: a config file must hold a mapping of keys, got {type(loaded).__name__}")
+        self._merge_checked(loaded, prefix="", source=cfg_filename)
 
-    def merge_from_list(self, cfg_list: list) -> None:
+    def merge_from_other_cfg(self, cfg_other: Dict[str, Any]) -> None:
+        if BASE_KEY in cfg_other:
+            raise KeyError(f"The reserved key '{BASE_KEY}' can only be used in config files")
+        self._merge_checked(cfg_other, prefix="", source="merged config")
+
+    def merge_from_list(self, cfg_list: List[Any]) -> None:
         if len(cfg_list) % 2 != 0:
             raise ValueError(
                 f"Config overrides must be KEY VALUE pairs; got an odd number of items: {list(cfg_list)}"
             )
-        try:
-            super().merge_from_list(cfg_list)
-        except KeyError as e:
-            raise KeyError(f"command-line override: {e.args[0] if e.args else e}") from None
-        except ValueError as e:
-            raise ValueError(f"command-line override: {e}") from None
+        for full_key, value in zip(cfg_list[0::2], cfg_list[1::2]):
+            if full_key == BASE_KEY:
+                raise KeyError(f"The reserved key '{BASE_KEY}' can only be used in config files")
+            *parents, leaf = full_key.split(".")
+            nested: Dict[str, Any] = {leaf: value}
+            for name in reversed(parents):
+                nested = {name: nested}
+            self._merge_checked(nested, prefix="", source="command line")
+
+    def _merge_checked(self, values: Dict[str, Any], prefix: str, source: str) -> None:
+        """Merge a plain (nested) dict into this node, checking every key and value type."""
+        if self.is_frozen():
+            raise AttributeError(f"Cannot merge {source} into a frozen config; call cfg.defrost() first")
+        for key, raw in values.items():
+            full_key = prefix + key
+            if key not in self:
+                hints = difflib.get_close_matches(key, list(self.keys()), n=3)
+                hint = f" (did you mean {', '.join(prefix + h for h in hints)}?)" if hints else ""
+                raise KeyError(f"{source}: unknown config key '{full_key}'{hint}")
+            current = self[key]
+            if isinstance(current, CfgNode):
+                if not isinstance(raw, dict):
+                    raise ValueError(
+                        f"{source}: config key '{full_key}' is a group of keys; got the value {raw!r}"
+                    )
+                current._merge_checked(raw, prefix=full_key + ".", source=source)
+                continue
+            value = self._decode_cfg_value(raw)
+            if isinstance(value, dict):
+                raise ValueError(f"{source}: config key '{full_key}' takes a value, got the mapping {raw!r}")
+            self[key] = _coerce_type(value, current, full_key, source)
+
+
+def _coerce_type(value: Any, default: Any, full_key: str, source: str) -> Any:
+    """``value`` converted to the type of ``default``, or a ValueError naming the key."""
+    expected, given = type(default), type(value)
+    if given is expected or value is None or default is None:
+        return value
+    if {expected, given} == {list, tuple}:
+        return expected(value)
+    if expected is float and given is int:
+        return float(value)
+    raise ValueError(
+        f"{source}: config key '{full_key}' expects type {expected.__name__} (default {default!r}), "
+        f"got {given.__name__} {value!r}"
+    )
 
 
 _C = CfgNode()

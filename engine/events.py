@@ -1,0 +1,160 @@
+"""Training metrics: an :class:`EventStorage` that hooks and the training step write scalars into, and the
+writers that periodically publish them (console with ETA, ``metrics.json``, TensorBoard)."""
+import datetime
+import json
+import logging
+import os
+import statistics
+from collections import defaultdict, deque
+from typing import Deque, Dict, Optional, Tuple
+
+import torch
+
+__all__ = ["EventStorage", "EventWriter", "ConsoleMetricPrinter", "JSONWriter", "TensorboardWriter"]
+
+logger = logging.getLogger(__name__)
+
+
+class EventStorage:
+    """Scalars recorded during training, keyed by name, each value tagged with the iteration it belongs to.
+
+    ``smoothing_hint=True`` asks writers to publish the median over their window (noisy per-step losses);
+    ``False`` publishes the latest value (learning rate, evaluation metrics).
+    """
+
+    def __init__(self, start_iter: int = 0, history_length: int = 1000) -> None:
+        self.iter = start_iter
+        self._history: Dict[str, Deque[Tuple[float, int]]] = defaultdict(lambda: deque(maxlen=history_length))
+        self._smoothing_hints: Dict[str, bool] = {}
+
+    def put_scalar(self, name: str, value: float, smoothing_hint: bool = True) -> None:
+        value = float(value.item() if isinstance(value, torch.Tensor) else value)
+        self._history[name].append((value, self.iter))
+        self._smoothing_hints.setdefault(name, smoothing_hint)
+
+    def put_scalars(self, smoothing_hint: bool = True, **values: float) -> None:
+        for name, value in values.items():
+            self.put_scalar(name, value, smoothing_hint=smoothing_hint)
+
+    def has(self, name: str) -> bool:
+        return name in self._history and len(self._history[name]) > 0
+
+    def latest(self, name: str) -> Tuple[float, int]:
+        """(value, iteration) of the newest record of ``name``."""
+        if not self.has(name):
+            raise KeyError(f"No scalar named {name!r} was recorded")
+        return self._history[name][-1]
+
+    def median(self, name: str, window: int) -> float:
+        values = [value for value, _ in list(self._history[name])[-window:]]
+        return statistics.median(values)
+
+    def latest_with_smoothing(self, window: int) -> Dict[str, Tuple[float, int]]:
+        """Every scalar's publishable value and the iteration of its newest record."""
+        result = {}
+        for name, records in self._history.items():
+            if not records:
+                continue
+            value, iteration = records[-1]
+            if self._smoothing_hints[name]:
+                value = self.median(name, window)
+            result[name] = (value, iteration)
+        return result
+
+
+class EventWriter:
+    """Publishes the contents of an :class:`EventStorage`; ``write`` is called every ``SOLVER.LOG_PERIOD``."""
+
+    def write(self, storage: EventStorage) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _NewScalarsWriter(EventWriter):
+    """Base for writers that publish each (scalar, iteration) once."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._last_written: Dict[str, int] = {}
+
+    def _new_scalars(self, storage: EventStorage) -> Dict[int, Dict[str, float]]:
+        by_iteration: Dict[int, Dict[str, float]] = defaultdict(dict)
+        for name, (value, iteration) in storage.latest_with_smoothing(self.window).items():
+            if iteration > self._last_written.get(name, -1):
+                by_iteration[iteration][name] = value
+                self._last_written[name] = iteration
+        return dict(sorted(by_iteration.items()))
+
+
+class JSONWriter(_NewScalarsWriter):
+    """Appends one JSON object per iteration with new scalars to ``path`` (``OUTPUT_DIR/metrics.json``)."""
+
+    def __init__(self, path: str, window: int = 20) -> None:
+        super().__init__(window)
+        self.path = path
+        self._file = open(path, "a", encoding="utf-8")
+
+    def write(self, storage: EventStorage) -> None:
+        for iteration, scalars in self._new_scalars(storage).items():
+            self._file.write(json.dumps({"iteration": iteration, **scalars}, sort_keys=True) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class TensorboardWriter(_NewScalarsWriter):
+    """Writes scalars as TensorBoard events into ``log_dir``."""
+
+    def __init__(self, log_dir: str, window: int = 20) -> None:
+        super().__init__(window)
+        from torch.utils.tensorboard import SummaryWriter  # slow import: only when a trainer logs
+
+        self._writer = SummaryWriter(log_dir=log_dir)
+
+    def write(self, storage: EventStorage) -> None:
+        for iteration, scalars in self._new_scalars(storage).items():
+            for name, value in scalars.items():
+                self._writer.add_scalar(name, value, iteration)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class ConsoleMetricPrinter(EventWriter):
+    """Logs ``eta  iter  losses  time  data_time  lr  max_mem`` for the latest iteration."""
+
+    def __init__(self, max_iter: int, window: int = 20) -> None:
+        self.max_iter = max_iter
+        self.window = window
+
+    def write(self, storage: EventStorage) -> None:
+        iteration = storage.iter
+        parts = []
+        eta = self._eta_seconds(storage)
+        if eta is not None:
+            parts.append(f"eta: {datetime.timedelta(seconds=int(eta))}")
+        parts.append(f"iter: {iteration}")
+        losses = {
+            name: value
+            for name, (value, _) in storage.latest_with_smoothing(self.window).items()
+            if "loss" in name and "/" not in name
+        }
+        parts.extend(f"{name}: {value:.4g}" for name, value in sorted(losses.items()))
+        for name in ("time", "data_time"):
+            if storage.has(name):
+                parts.append(f"{name}: {storage.median(name, self.window):.4f}")
+        if storage.has("lr"):
+            parts.append(f"lr: {storage.latest('lr')[0]:.5g}")
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            parts.append(f"max_mem: {torch.cuda.max_memory_allocated() / 1024 ** 2:.0f}M")
+        logger.info("  ".join(parts))
+
+    def _eta_seconds(self, storage: EventStorage) -> Optional[float]:
+        if not storage.has("time"):
+            return None
+        return storage.median("time", self.window) * max(self.max_iter - storage.iter - 1, 0)

@@ -1,0 +1,213 @@
+"""The config-driven trainer: builds model, optimizer, schedule, data, checkpointer and hooks from ``cfg``.
+
+Every part of the project is built through a classmethod (``build_model``, ``build_train_loader``,
+``build_test_loader``, ``build_evaluator``, ``run_inference``) that imports its package lazily, following
+docs/ARCHITECTURE.md; a subclass overriding them trains anything with the same machinery (the tests use tiny
+stand-ins this way).
+"""
+import functools
+import logging
+import os
+from collections import OrderedDict
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from engine import comm
+from engine.checkpoint import ModelCheckpointer, restore_rng_state
+from engine.events import ConsoleMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
+from engine.hooks import BestCheckpointer, EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer
+from engine.hooks import PeriodicWriter
+from engine.solver import build_lr_scheduler, build_optimizer, clip_gradients
+from engine.train_loop import HookBase, SimpleTrainer
+
+__all__ = ["Trainer", "create_ddp_model", "unwrap_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def create_ddp_model(model: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
+    """``model`` wrapped in DistributedDataParallel when there are several processes, else unchanged."""
+    if comm.get_world_size() == 1:
+        return model
+    on_cuda = next(model.parameters()).is_cuda
+    return DistributedDataParallel(
+        model,
+        device_ids=[comm.get_local_rank()] if on_cuda else None,
+        broadcast_buffers=False,
+        find_unused_parameters=find_unused_parameters,
+    )
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+class Trainer(SimpleTrainer):
+    """Trains ``cfg``'s model for ``SOLVER.MAX_ITER`` iterations with the released recipe.
+
+    Usage::
+
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+
+    Args:
+        cfg: the frozen config.
+        find_unused_parameters: passed to DistributedDataParallel (needed only if some parameters get no
+            gradient in an iteration).
+    """
+
+    def __init__(self, cfg, find_unused_parameters: bool = False) -> None:
+        self.cfg = cfg
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        amp_dtype = torch.bfloat16 if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE.startswith("cuda") else None
+        super().__init__(
+            create_ddp_model(model, find_unused_parameters),
+            data_loader=None,  # built in train(), once the start iteration is known
+            optimizer=optimizer,
+            clip_gradients=functools.partial(clip_gradients, cfg),
+            amp_dtype=amp_dtype,
+        )
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = ModelCheckpointer(
+            model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(), optimizer=optimizer, scheduler=self.scheduler
+        )
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self._rng_states_to_restore: Optional[List[Dict[str, Any]]] = None
+        self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """With ``resume`` and a ``last_checkpoint`` in OUTPUT_DIR: restore everything (model, optimizer,
+        scheduler, best metric, RNG states) and continue after its iteration.  Otherwise initialise the model from
+        ``MODEL.WEIGHTS`` (if set) and start at iteration 0."""
+        resuming = resume and self.checkpointer.has_checkpoint()
+        checkpoint = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resuming:
+            self.start_iter = checkpoint["iteration"] + 1
+            self._rng_states_to_restore = checkpoint.get("rng_states")
+            logger.info("Resuming at iteration %d", self.start_iter)
+        else:
+            self.start_iter = 0
+
+    def train(self) -> None:
+        """Run iterations ``start_iter .. SOLVER.MAX_ITER - 1``."""
+        if self.start_iter >= self.max_iter:
+            logger.info("Training already finished (iteration %d of %d)", self.start_iter, self.max_iter)
+            return
+        self.data_loader = self.build_train_loader(self.cfg, self.start_iter)
+        self._data_iter = None
+        self._restore_rng_states()
+        super().train(self.start_iter, self.max_iter)
+
+    def _restore_rng_states(self) -> None:
+        states, self._rng_states_to_restore = self._rng_states_to_restore, None
+        if not states:
+            return
+        if len(states) != comm.get_world_size():
+            logger.warning("The checkpoint holds RNG states of %d processes, this run has %d: not restoring them "
+                           "(the run continues, but not bit-identically)", len(states), comm.get_world_size())
+            return
+        restore_rng_state(states[comm.get_rank()])
+
+    def build_hooks(self) -> List[Optional[HookBase]]:
+        cfg = self.cfg
+        hooks: List[Optional[HookBase]] = [IterationTimer(), LRScheduler(self.optimizer, self.scheduler)]
+        if cfg.TEST.EVAL_PERIOD > 0 and cfg.DATASETS.VAL:
+            val_names = list(cfg.DATASETS.VAL)
+            hooks.append(EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(cfg, unwrap_model(self.model), val_names)))
+            best = BestCheckpointer(cfg.TEST.EVAL_PERIOD, self.checkpointer, f"{val_names[0]}/{cfg.TEST.BEST_METRIC}")
+            self.checkpointer.add_checkpointable("best_checkpointer", best)
+            hooks.append(best)
+        hooks.append(PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+        if comm.is_main_process():
+            hooks.append(PeriodicWriter(self.build_writers(), cfg.SOLVER.LOG_PERIOD))
+        return hooks
+
+    def build_writers(self) -> List[EventWriter]:
+        """Console (with ETA), ``OUTPUT_DIR/metrics.json`` and TensorBoard events in ``OUTPUT_DIR``."""
+        output_dir = self.cfg.OUTPUT_DIR
+        os.makedirs(output_dir, exist_ok=True)
+        return [
+            ConsoleMetricPrinter(self.max_iter),
+            JSONWriter(os.path.join(output_dir, "metrics.json")),
+            TensorboardWriter(output_dir),
+        ]
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Builders of the other parts (lazy imports: the engine works, and is tested, without them).
+    # ----------------------------------------------------------------------------------------------------------
+    @classmethod
+    def build_model(cls, cfg, training: bool = True) -> torch.nn.Module:
+        """``modeling.build_model`` with the train-split predicate counts (training) or without (inference)."""
+        from modeling import build_model
+
+        predicate_counts = None
+        if training:
+            from data.visual_genome import get_predicate_counts
+
+            predicate_counts = get_predicate_counts(cfg)
+        model = build_model(cfg, predicate_counts)
+        logger.info("Model %s: %d parameters (%d trainable)", type(model).__name__,
+                    sum(p.numel() for p in model.parameters()),
+                    sum(p.numel() for p in model.parameters() if p.requires_grad))
+        return model
+
+    @classmethod
+    def build_optimizer(cls, cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg, start_iter: int) -> Iterable:
+        from data.build import build_train_loader
+
+        return build_train_loader(cfg, start_iter=start_iter)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name: str) -> Iterable:
+        from data.build import build_test_loader
+
+        return build_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name: str, output_dir: str):
+        from evaluation import build_sgg_evaluator
+
+        return build_sgg_evaluator(cfg, dataset_name, output_dir)
+
+    @classmethod
+    def run_inference(cls, model: torch.nn.Module, data_loader: Iterable, evaluator) -> Dict[str, Any]:
+        from evaluation import inference_on_dataset
+
+        return inference_on_dataset(model, data_loader, evaluator)
+
+    @classmethod
+    def test(cls, cfg, model: torch.nn.Module, dataset_names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+        """Evaluate ``model`` on each dataset; returns ``{dataset: metrics}`` (metrics empty on ranks > 0).
+
+        Outputs of each dataset go to ``OUTPUT_DIR/inference/<dataset>``.  The model is put in eval mode for the
+        duration and restored afterwards.
+        """
+        results: Dict[str, Dict[str, Any]] = OrderedDict()
+        was_training = model.training
+        model.eval()
+        try:
+            for name in dataset_names:
+                output_dir = os.path.join(cfg.OUTPUT_DIR, "inference", name)
+                if comm.is_main_process():
+                    os.makedirs(output_dir, exist_ok=True)
+                data_loader = cls.build_test_loader(cfg, name)
+                evaluator = cls.build_evaluator(cfg, name, output_dir)
+                with torch.no_grad():
+                    results[name] = cls.run_inference(model, data_loader, evaluator) or {}
+                if comm.is_main_process():
+                    logger.info("Evaluation results for %s: %s", name, results[name])
+        finally:
+            model.train(was_training)
+        return results
