@@ -65,6 +65,16 @@ def test_batched_roi_align_equals_per_box_loop():
         torch.testing.assert_close(batched[i : i + 1], reference)
 
 
+def test_low_precision_features_keep_exact_box_coordinates():
+    torch.manual_seed(0)
+    features = {level: torch.randn(1, 4, 1024 // 2**level, 1024 // 2**level).bfloat16() for level in (3, 4, 5)}
+    rois = torch.tensor([[0.0, 701.3, 613.7, 733.9, 650.2]])  # bf16 would round these to multiples of 4
+    pooled = multilevel_roi_align(features, rois, torch.tensor([3]), output_size=7)
+    reference = roi_align(features[3].float(), rois, 7, spatial_scale=1 / 8, sampling_ratio=0, aligned=True)
+    assert pooled.dtype == torch.float32
+    torch.testing.assert_close(pooled, reference)
+
+
 def test_roi_align_with_no_boxes():
     features = {level: torch.randn(1, 4, 8, 8) for level in (3, 4, 5)}
     pooled = multilevel_roi_align(features, torch.zeros(0, 5), torch.zeros(0, dtype=torch.int64), output_size=7)

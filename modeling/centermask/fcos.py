@@ -1,7 +1,6 @@
 """FCOS (Tian et al. 2019) on a feature pyramid: head, training losses and detections, batched over images."""
 from typing import Optional
 
-import torch
 from torch import Tensor, nn
 
 from .fcos_head import ScaledFCOSHead

@@ -39,7 +39,6 @@ class CenterMaskInjector(nn.Module):
         hidden_dim = cfg.MODEL.DETR.HIDDEN_DIM
         centermask = cfg.MODEL.CENTERMASK
         _check_config(cfg)
-        self.num_detections = centermask.NUM_INJECTED_DETECTIONS
         self.in_channels = in_channels
         self.roi_resolution = centermask.ROI_RESOLUTION
         self.fcos_loss_weight = centermask.FCOS_LOSS_WEIGHT
@@ -50,7 +49,7 @@ class CenterMaskInjector(nn.Module):
             score_thresh=centermask.SCORE_THRESH,
             nms_thresh=centermask.NMS_THRESH,
             pre_nms_topk=centermask.PRE_NMS_TOPK,
-            detections_per_image=self.num_detections,
+            detections_per_image=centermask.NUM_INJECTED_DETECTIONS,
         )
         self.spatial_attention = SpatialAttention()
         self.token_proj = nn.Sequential(

@@ -28,18 +28,23 @@ def multilevel_roi_align(
 
     ``features`` maps a level l to its (B, C, H, W) map of stride 2**l; ``rois`` (N, 5) rows (image index, x1, y1,
     x2, y2) in input pixels; ``levels`` (N,) from :func:`assign_boxes_to_levels`.  Sampling is detectron2's
-    ROIAlignV2 (half-pixel ``aligned=True``, adaptive sampling ratio), as centermask2 uses.  Returns
-    (N, C, output_size, output_size), differentiable in ``features`` (not in ``rois``).
+    ROIAlignV2 (half-pixel ``aligned=True``, adaptive sampling ratio), as centermask2 uses; it runs in the dtype
+    of ``rois`` (float32), whatever the features' (bf16 under autocast).  Returns (N, C, output_size,
+    output_size), differentiable in ``features`` (not in ``rois``).
     """
-    any_map = next(iter(features.values()))
-    pooled = any_map.new_zeros(len(rois), any_map.shape[1], output_size, output_size)
+    channels = next(iter(features.values())).shape[1]
+    pooled = rois.new_zeros(len(rois), channels, output_size, output_size)
     for level, feature_map in features.items():
         index = torch.nonzero(levels == level).squeeze(1)
-        level_rois = rois.index_select(0, index).to(feature_map.dtype)
         level_pooled = roi_align(
-            feature_map, level_rois, output_size, spatial_scale=1.0 / 2**level, sampling_ratio=0, aligned=True
+            feature_map.to(rois.dtype),  # never the other way: bf16 box coordinates would be off by pixels
+            rois.index_select(0, index),
+            output_size,
+            spatial_scale=1.0 / 2**level,
+            sampling_ratio=0,
+            aligned=True,
         )
-        pooled = pooled.index_copy(0, index, level_pooled.to(pooled.dtype))
+        pooled = pooled.index_copy(0, index, level_pooled)
     return pooled
 
 
