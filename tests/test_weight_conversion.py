@@ -53,11 +53,12 @@ class StandInModel(nn.Module):
         self.transformer.encoder = nn.Module()
         self.transformer.encoder.layers = nn.ModuleList(EncoderLayer() for _ in range(LAYERS))
         decoder = self.transformer.decoder = nn.Module()
+        between_layers = range(LAYERS - 1)
         for branch in ("subject", "object", "relation"):
             setattr(decoder, f"{branch}_layers", nn.ModuleList(DecoderLayer() for _ in range(LAYERS)))
-            setattr(decoder, f"{branch}_graph_query_attn", nn.ModuleList(attention(3 * D) for _ in range(LAYERS - 1)))
-            setattr(decoder, f"{branch}_graph_query_residual", nn.ModuleList(nn.Linear(D, D) for _ in range(LAYERS - 1)))
-            setattr(decoder, f"{branch}_graph_query_norm", nn.ModuleList(nn.LayerNorm(D) for _ in range(LAYERS - 1)))
+            setattr(decoder, f"{branch}_graph_query_attn", nn.ModuleList(attention(3 * D) for _ in between_layers))
+            setattr(decoder, f"{branch}_graph_query_residual", nn.ModuleList(nn.Linear(D, D) for _ in between_layers))
+            setattr(decoder, f"{branch}_graph_query_norm", nn.ModuleList(nn.LayerNorm(D) for _ in between_layers))
         decoder.object_pos_attn = nn.ModuleList(attention() for _ in range(LAYERS))
         decoder.object_pos_linear = nn.ModuleList(nn.Linear(D, D) for _ in range(LAYERS))
         decoder.relation_pos_attn = nn.ModuleList(attention(2 * D) for _ in range(LAYERS))
@@ -202,7 +203,8 @@ def test_single_decoder_detr_is_replicated_into_the_three_decoders(source):
     assert torch.equal(converted["backbone.body.layer4.2.bn3.running_mean"],
                        donor["backbone.body.layer4.2.bn3.running_mean"])
     # Replicas are independent tensors: training one decoder must not move another.
-    replicas = [converted[f"transformer.decoder.{b}_layers.0.linear1.weight"] for b in ("subject", "object", "relation")]
+    replicas = [converted[f"transformer.decoder.{branch}_layers.0.linear1.weight"]
+                for branch in ("subject", "object", "relation")]
     assert len({t.data_ptr() for t in replicas}) == 3
     missing, unexpected = model.load_state_dict(converted, strict=False)
     assert sorted(missing) == sorted(report.missing) and unexpected == []
