@@ -20,7 +20,7 @@ ResNet names (``backbone.body.layer1.0.conv1.weight``) or, for VoVNet-FPN, vovne
 ``backbone.bottom_up.`` and torchvision FPN names under ``backbone.fpn.``.  Another format is added by appending a
 :class:`SourceFormat` to :data:`SOURCE_FORMATS`.
 
-The returned state dict holds only keys of the model (plus nothing else), so
+The returned state dict holds only keys of the model, so
 ``model.load_state_dict(state_dict, strict=False)`` reports exactly ``report.missing``. BatchNorm
 ``num_batches_tracked`` counters are never reported (FrozenBatchNorm2d has none; they carry no weights).
 """
