@@ -51,21 +51,21 @@ def relation_targets(instances: Dict[str, torch.Tensor], image_size: Tuple[int, 
     """Per-relation targets of one image from its batch-item ``instances`` (boxes xyxy in resized-image pixels).
 
     Returns ``{subject,object,relation}_labels`` (R,) and ``…_boxes`` (R, 4) as (cx, cy, w, h) normalised by the
-    resized (unpadded) image size ``(h, w)``.
+    resized (unpadded) image size ``(h, w)``, on ``device``.  They are computed where ``instances`` live (the
+    loader's CPU tensors) and copied without blocking, so building them never waits for the accelerator.
     """
-    boxes = torch.as_tensor(instances["boxes"], dtype=torch.float32).to(device, non_blocking=True)
-    labels = torch.as_tensor(instances["labels"], dtype=torch.int64).to(device, non_blocking=True)
-    relations = torch.as_tensor(instances["relations"], dtype=torch.int64).reshape(-1, 3).to(device,
-                                                                                           non_blocking=True)
+    boxes = torch.as_tensor(instances["boxes"], dtype=torch.float32).reshape(-1, 4)
+    labels = torch.as_tensor(instances["labels"], dtype=torch.int64)
+    relations = torch.as_tensor(instances["relations"], dtype=torch.int64).reshape(-1, 3)
     height, width = image_size
-    scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=device)
+    scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=boxes.device)
     subject_xyxy, object_xyxy = boxes[relations[:, 0]], boxes[relations[:, 1]]
     relation_xyxy = relation_box_xyxy(subject_xyxy, object_xyxy)
 
     def normalise(xyxy: torch.Tensor) -> torch.Tensor:
         return box_convert(xyxy / scale, "xyxy", "cxcywh")
 
-    return {
+    targets = {
         "subject_labels": labels[relations[:, 0]],
         "object_labels": labels[relations[:, 1]],
         "relation_labels": relations[:, 2],
@@ -73,6 +73,7 @@ def relation_targets(instances: Dict[str, torch.Tensor], image_size: Tuple[int, 
         "object_boxes": normalise(object_xyxy),
         "relation_boxes": normalise(relation_xyxy),
     }
+    return {name: value.to(device, non_blocking=True) for name, value in targets.items()}
 
 
 class SceneGraphCriterion(nn.Module):
@@ -106,7 +107,8 @@ class SceneGraphCriterion(nn.Module):
 
     def _num_relations(self, targets: List[Dict[str, torch.Tensor]], device: torch.device) -> torch.Tensor:
         """Number of GT relations per process (averaged over processes), at least 1, as a device tensor."""
-        num = torch.tensor(float(sum(len(t["relation_labels"]) for t in targets)), device=device)
+        # torch.full launches a fill kernel; torch.tensor(..., device=cuda) would wait for the stream.
+        num = torch.full((), float(sum(len(t["relation_labels"]) for t in targets)), device=device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(num)
             num = num / torch.distributed.get_world_size()

@@ -43,14 +43,13 @@ class SceneGraphPostProcessor(nn.Module):
         height, width = original_size
         num_queries = outputs["subject_logits"].shape[0]
         device = outputs["subject_logits"].device
-        scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=device)
 
         entity_prob = torch.cat([outputs["subject_logits"], outputs["object_logits"]]).float().softmax(-1)[:, :-1]
         entity_scores, entity_labels = entity_prob.max(-1)
-        entity_boxes = box_convert(torch.cat([outputs["subject_boxes"], outputs["object_boxes"]]).float(),
-                                   "cxcywh", "xyxy") * scale
-        entity_boxes = torch.stack([entity_boxes[:, 0].clamp(0, width), entity_boxes[:, 1].clamp(0, height),
-                                    entity_boxes[:, 2].clamp(0, width), entity_boxes[:, 3].clamp(0, height)], 1)
+        x1, y1, x2, y2 = box_convert(torch.cat([outputs["subject_boxes"], outputs["object_boxes"]]).float(),
+                                     "cxcywh", "xyxy").unbind(1)
+        entity_boxes = torch.stack([(x1 * width).clamp(0, width), (y1 * height).clamp(0, height),
+                                    (x2 * width).clamp(0, width), (y2 * height).clamp(0, height)], 1)
         relation_prob = outputs["relation_logits"].float().softmax(-1)[:, :-1]
         predicate_scores, predicate_labels = relation_prob.max(-1)
 
