@@ -1,0 +1,166 @@
+"""The ``sgg-predictions/v1`` file (SPEC section 3): save atomically, load safely, validate with clear errors.
+
+Layout: ``torch.save`` of ``{"format": "sgg-predictions/v1", "mode": "sgdet", "images": [...]}`` with one entry per
+evaluated image in dataset order::
+
+    image_id    int
+    boxes       float32 (N, 4)  xyxy, original-image pixels
+    labels      int64   (N,)    0-based object classes
+    scores      float32 (N,)
+    rel_pairs   int64   (R, 2)  (subject, object) indices into boxes
+    rel_scores  float32 (R, P)  predicate probabilities, 0-based, no background column
+
+Files are read with ``torch.load(weights_only=True)``, so a file can never run code.
+"""
+import os
+import tempfile
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+FORMAT = "sgg-predictions/v1"
+MODE = "sgdet"
+# field -> (dtype, number of dimensions)
+FIELDS = {
+    "boxes": (np.float32, 2),
+    "labels": (np.int64, 1),
+    "scores": (np.float32, 1),
+    "rel_pairs": (np.int64, 2),
+    "rel_scores": (np.float32, 2),
+}
+
+
+class PredictionsFileError(ValueError):
+    """A predictions file (or a model output) that does not follow ``sgg-predictions/v1``."""
+
+
+def check_image_predictions(
+    image: Dict[str, np.ndarray], where: str, num_predicates: Optional[int] = None, num_classes: Optional[int] = None
+) -> None:
+    """Validate one image's numpy arrays (dtypes, shapes, index ranges, finite values); ``where`` prefixes errors."""
+    for field, (dtype, ndim) in FIELDS.items():
+        if field not in image:
+            raise PredictionsFileError(f"{where}: missing field {field!r}")
+        array = image[field]
+        if not isinstance(array, np.ndarray) or array.dtype != dtype or array.ndim != ndim:
+            found = f"{array.dtype} with {array.ndim} dims" if isinstance(array, np.ndarray) else type(array).__name__
+            raise PredictionsFileError(
+                f"{where}: {field!r} must be {np.dtype(dtype).name} with {ndim} dims, found {found}"
+            )
+    num_boxes, num_rows = len(image["boxes"]), len(image["rel_pairs"])
+    shapes = {
+        "boxes": (num_boxes, 4),
+        "labels": (num_boxes,),
+        "scores": (num_boxes,),
+        "rel_pairs": (num_rows, 2),
+        "rel_scores": (num_rows, num_predicates if num_predicates is not None else image["rel_scores"].shape[1]),
+    }
+    for field, shape in shapes.items():
+        if image[field].shape != shape:
+            raise PredictionsFileError(f"{where}: {field!r} has shape {tuple(image[field].shape)}, expected {shape}")
+    for field in ("boxes", "scores", "rel_scores"):
+        array = image[field]
+        if array.size == 0:
+            continue
+        low, high = array.min(), array.max()  # NaN propagates into both
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise PredictionsFileError(f"{where}: {field!r} contains NaN or infinite values")
+        if field != "boxes" and low < 0:
+            raise PredictionsFileError(f"{where}: {field!r} must be non-negative probabilities, found {low}")
+    pairs = image["rel_pairs"]
+    if pairs.size and (pairs.min() < 0 or pairs.max() >= num_boxes):
+        raise PredictionsFileError(
+            f"{where}: 'rel_pairs' must index the {num_boxes} boxes, found values in [{pairs.min()}, {pairs.max()}]"
+        )
+    labels = image["labels"]
+    if labels.size and (labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes)):
+        limit = f"[0, {num_classes})" if num_classes is not None else "non-negative"
+        raise PredictionsFileError(f"{where}: 'labels' must be {limit}, found [{labels.min()}, {labels.max()}]")
+
+
+def save_predictions(path: str, images: Sequence[Dict[str, np.ndarray]]) -> None:
+    """Write ``images`` (dicts of numpy arrays + ``image_id``) as ``sgg-predictions/v1``, atomically."""
+    payload = {
+        "format": FORMAT,
+        "mode": MODE,
+        "images": [
+            {"image_id": int(image["image_id"]), **{field: torch.from_numpy(image[field]) for field in FIELDS}}
+            for image in images
+        ],
+    }
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".sgg_predictions.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def load_predictions(
+    path: str, num_predicates: Optional[int] = None, num_classes: Optional[int] = None
+) -> List[Dict[str, np.ndarray]]:
+    """Read and validate a predictions file; returns its images as dicts of numpy arrays + ``image_id`` (int).
+
+    Raises ``FileNotFoundError`` or :class:`PredictionsFileError` naming the file (and the image) for anything
+    that does not follow the format: wrong tag or mode, wrong dtypes/shapes, pair indices out of range, NaN scores,
+    missing or duplicate image ids.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Predictions file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling errors come in many types
+        raise PredictionsFileError(f"{path}: not a readable sgg-predictions file ({error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise PredictionsFileError(f"{path}: format tag must be {FORMAT!r}, found {found!r}")
+    if payload.get("mode") != MODE:
+        raise PredictionsFileError(f"{path}: mode must be {MODE!r}, found {payload.get('mode')!r}")
+    if not isinstance(payload.get("images"), list):
+        raise PredictionsFileError(f"{path}: 'images' must be a list")
+
+    images, seen = [], set()
+    for position, entry in enumerate(payload["images"]):
+        where = f"{path}: images[{position}]"
+        if not isinstance(entry, dict):
+            raise PredictionsFileError(f"{where} must be a dict, found {type(entry).__name__}")
+        image_id = entry.get("image_id")
+        if isinstance(image_id, bool) or not isinstance(image_id, int):
+            raise PredictionsFileError(f"{where}: 'image_id' must be an int, found {image_id!r}")
+        if image_id in seen:
+            raise PredictionsFileError(f"{where}: duplicate image_id {image_id}")
+        seen.add(image_id)
+        where = f"{where} (image_id {image_id})"
+        image = {"image_id": image_id}
+        for field in FIELDS:
+            value = entry.get(field)
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise PredictionsFileError(f"{where}: {field!r} must be a tensor, found {type(value).__name__}")
+            if value is not None:
+                image[field] = value.numpy()
+        check_image_predictions(image, where, num_predicates=num_predicates, num_classes=num_classes)
+        images.append(image)
+    return images
+
+
+def order_by_split(images: List[Dict], split_image_ids: np.ndarray, path: str) -> List[Dict]:
+    """The file's images in dataset order; raises if an image is not in the split or a split image is missing."""
+    position = {int(image_id): i for i, image_id in enumerate(split_image_ids)}
+    unknown = [image["image_id"] for image in images if image["image_id"] not in position]
+    if unknown:
+        raise PredictionsFileError(
+            f"{path}: {len(unknown)} image ids are not in the evaluated split, e.g. {unknown[:5]}"
+        )
+    if len(images) != len(position):
+        present = {image["image_id"] for image in images}
+        missing = [int(i) for i in split_image_ids if int(i) not in present]
+        raise PredictionsFileError(
+            f"{path}: {len(missing)} of the split's {len(position)} images are missing, e.g. image ids {missing[:5]}"
+        )
+    return sorted(images, key=lambda image: position[image["image_id"]])

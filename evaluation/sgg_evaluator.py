@@ -1,0 +1,282 @@
+"""``SGGEvaluator``: detectron2's DatasetEvaluator protocol for sgdet scene-graph recall and detection AP.
+
+Each process matches the images of its own shard as they arrive (:meth:`SGGEvaluator.process`) and keeps only a
+small record per image: the first-hit ranks of its ground-truth relations, their class triplets, the ground-truth
+boxes, and the compact predictions (every entity box plus the relation rows that reach either top-100 list). Full
+score matrices are never held. :meth:`SGGEvaluator.evaluate` gathers the records on rank 0, orders them by dataset
+position, and computes, prints and writes everything from those same arrays, so re-evaluating the written
+predictions file reproduces the numbers bit for bit.
+"""
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from data.visual_genome import load_vg_split
+
+from .detection_ap import detection_ap
+from .predictions_file import FIELDS, check_image_predictions, save_predictions
+from .report import format_results
+from .sgg_metrics import RankedPredictions, aggregate_recalls, match_image, rank_predictions, triplet_keys
+from .zero_shot import load_zero_shot_triplets, unseen_triplets
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS_FILE = "sgg_predictions.pt"
+RESULTS_FILE = "sgg_eval.json"
+
+
+@dataclass
+class ImageResult:
+    """What one evaluated image leaves behind (a few kilobytes)."""
+
+    index: int  # position in the split
+    image_id: int
+    gt_boxes: np.ndarray  # (G, 4) float32
+    gt_labels: np.ndarray  # (G,) int64
+    gt_triplets: np.ndarray  # (R, 3) int64: subject class, object class, predicate
+    graph_ranks: np.ndarray  # (R,) int32 first-hit rank in the graph-constrained list
+    free_ranks: np.ndarray  # (R,) int32 first-hit rank in the no-graph-constraint list
+    predictions: Dict[str, np.ndarray]  # compact sgg-predictions/v1 image entry
+
+
+def _to_numpy(value, dtype) -> np.ndarray:
+    """A model output field as a numpy array of the file dtype (bf16/fp16/float64 tensors are converted)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        value = value.float() if dtype == np.float32 else value.long()
+        return value.numpy()
+    return np.asarray(value).astype(dtype, copy=False)
+
+
+def _compact(prediction: Dict[str, np.ndarray], ranked: RankedPredictions):
+    """Keep the relation rows either top-100 list uses (in their original order) and renumber the lists.
+
+    Ranking the compact rows again gives the same lists, so evaluating the compact predictions (as the
+    predictions file does) reproduces every number.
+    """
+    kept_mask = np.zeros(len(prediction["rel_pairs"]), dtype=bool)
+    kept_mask[ranked.graph_rows] = True
+    kept_mask[ranked.free_rows] = True
+    new_index = np.cumsum(kept_mask) - 1
+    compact = {
+        "boxes": prediction["boxes"].copy(),
+        "labels": prediction["labels"].copy(),
+        "scores": prediction["scores"].copy(),
+        "rel_pairs": prediction["rel_pairs"][kept_mask],
+        "rel_scores": prediction["rel_scores"][kept_mask],
+    }
+    renumbered = RankedPredictions(
+        graph_rows=new_index[ranked.graph_rows],
+        graph_predicates=ranked.graph_predicates,
+        free_rows=new_index[ranked.free_rows],
+        free_predicates=ranked.free_predicates,
+    )
+    return compact, renumbered
+
+
+def _gather_on_main_process(items: List) -> Optional[List]:
+    """All processes' lists concatenated on rank 0 (``None`` elsewhere); the list itself without distribution."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return items
+    gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(items, gathered, dst=0)
+    if dist.get_rank() != 0:
+        return None
+    return [item for part in gathered for item in part]
+
+
+def _write_json_atomically(path: str, payload: Dict) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=".sgg_eval.", suffix=".tmp", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(payload, stream, indent=2)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+class SGGEvaluator:
+    """sgdet evaluator over one split (``reset`` / ``process`` / ``evaluate``).
+
+    Args:
+        split: the evaluated split (``image_ids``, ``idx_to_label``, ``idx_to_predicate``, ``get_record``).
+        zero_shot_triplets: (Z, 3) 0-based (subject class, object class, predicate) array, or a callable returning
+            one; a callable is called once, on rank 0, at the first ``evaluate``.
+        output_dir: where rank 0 writes ``sgg_predictions.pt`` and ``sgg_eval.json``; ``None`` writes nothing.
+        dataset_name: only for messages.
+        inference_amp: whether :func:`evaluation.inference_on_dataset` should run the model under bf16 autocast
+            on CUDA (``SOLVER.AMP.ENABLED``); the evaluator itself always computes in float64/float32.
+    """
+
+    def __init__(
+        self,
+        split,
+        zero_shot_triplets: Union[np.ndarray, Callable[[], np.ndarray]],
+        output_dir: Optional[str] = None,
+        dataset_name: str = "",
+        inference_amp: bool = False,
+    ):
+        self.split = split
+        self.dataset_name = dataset_name
+        self.output_dir = output_dir
+        self.inference_amp = inference_amp
+        self.predicate_names = [str(name) for name in split.idx_to_predicate]
+        self.num_predicates = len(self.predicate_names)
+        self.num_classes = len(split.idx_to_label)
+        self._zero_shot_source = zero_shot_triplets
+        self._zero_shot_keys: Optional[np.ndarray] = None
+        self._position = {int(image_id): i for i, image_id in enumerate(split.image_ids)}
+        self._results: List[ImageResult] = []
+
+    def reset(self) -> None:
+        self._results = []
+
+    def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
+        """Match each image's predictions against its ground truth and keep the compact per-image record."""
+        for item, output in zip(inputs, outputs):
+            image_id = int(output.get("image_id", item["image_id"]))
+            if image_id not in self._position:
+                raise KeyError(f"image_id {image_id} is not in the evaluated split {self.dataset_name!r}")
+            prediction = {field: _to_numpy(output[field], dtype) for field, (dtype, _) in FIELDS.items()}
+            check_image_predictions(
+                prediction,
+                f"model output for image_id {image_id}",
+                num_predicates=self.num_predicates,
+                num_classes=self.num_classes,
+            )
+            self._results.append(self.match(self._position[image_id], image_id, prediction))
+
+    def match(self, index: int, image_id: int, prediction: Dict[str, np.ndarray]) -> ImageResult:
+        """The per-image record of one validated prediction (numpy arrays in the file dtypes)."""
+        ranked = rank_predictions(prediction["scores"], prediction["rel_pairs"], prediction["rel_scores"])
+        compact, ranked = _compact(prediction, ranked)
+        record = self.split.get_record(index)
+        gt_boxes = np.asarray(record["boxes"], dtype=np.float32)
+        gt_labels = np.asarray(record["labels"], dtype=np.int64)
+        gt_relations = np.asarray(record["relations"], dtype=np.int64).reshape(-1, 3)
+        graph_ranks, free_ranks = match_image(
+            gt_boxes, gt_labels, gt_relations, compact["boxes"], compact["labels"], compact["rel_pairs"], ranked
+        )
+        gt_triplets = np.stack(
+            [gt_labels[gt_relations[:, 0]], gt_labels[gt_relations[:, 1]], gt_relations[:, 2]], axis=1
+        )
+        compact["image_id"] = image_id
+        return ImageResult(index, image_id, gt_boxes, gt_labels, gt_triplets, graph_ranks, free_ranks, compact)
+
+    def _zero_shot(self) -> np.ndarray:
+        if self._zero_shot_keys is None:
+            source = self._zero_shot_source
+            triplets = np.asarray(source() if callable(source) else source, dtype=np.int64).reshape(-1, 3)
+            self._zero_shot_keys = np.unique(
+                triplet_keys(*triplets.T, num_classes=self.num_classes, num_predicates=self.num_predicates)
+            )
+        return self._zero_shot_keys
+
+    @property
+    def results(self) -> List[ImageResult]:
+        """This process's per-image records so far, in processing order."""
+        return self._results
+
+    def _unique_in_dataset_order(self, results: List[ImageResult]) -> List[ImageResult]:
+        results = sorted(results, key=lambda result: result.index)
+        unique = [result for i, result in enumerate(results) if i == 0 or result.index != results[i - 1].index]
+        if len(unique) != len(results):
+            logger.warning(
+                "%d images of %s were evaluated more than once; each counts once",
+                len(results) - len(unique),
+                self.dataset_name,
+            )
+        return unique
+
+    def recall_metrics(self, results: List[ImageResult]) -> Dict[str, float]:
+        """Every recall number (and the row counts) from per-image records already in dataset order."""
+        num_rows = [len(result.gt_triplets) for result in results]
+        gt_triplets = np.concatenate([r.gt_triplets for r in results]) if results else np.zeros((0, 3), np.int64)
+        keys = triplet_keys(*gt_triplets.T, num_classes=self.num_classes, num_predicates=self.num_predicates)
+        zero_shot = np.isin(keys, self._zero_shot())
+        metrics = aggregate_recalls(
+            gt_predicates=gt_triplets[:, 2],
+            zero_shot=zero_shot,
+            graph_ranks=np.concatenate([r.graph_ranks for r in results]) if results else np.zeros(0, np.int32),
+            free_ranks=np.concatenate([r.free_ranks for r in results]) if results else np.zeros(0, np.int32),
+            image_index=np.repeat(np.arange(len(results)), num_rows),
+            num_images=len(results),
+            predicate_names=self.predicate_names,
+        )
+        metrics["num_images"] = len(results)
+        metrics["num_gt_relations"] = int(sum(num_rows))
+        metrics["num_zero_shot_relations"] = int(zero_shot.sum())
+        return metrics
+
+    def detection_metrics(self, results: List[ImageResult]) -> Dict[str, float]:
+        """``AP50`` and ``AP`` of the predicted entity boxes."""
+        ground_truth = [{"image_id": r.image_id, "boxes": r.gt_boxes, "labels": r.gt_labels} for r in results]
+        ap50, ap = detection_ap(ground_truth, [r.predictions for r in results], self.num_classes)
+        return {"AP50": ap50, "AP": ap}
+
+    def summarize(self, results: List[ImageResult]) -> Dict[str, float]:
+        """Metrics of per-image records in dataset order, with the block printed."""
+        if not results:
+            logger.warning("SGGEvaluator on %s received no images", self.dataset_name)
+        metrics = {**self.recall_metrics(results), **self.detection_metrics(results)}
+        print(format_results(metrics, self.predicate_names), flush=True)
+        return metrics
+
+    @staticmethod
+    def write_results(output_dir: str, metrics: Dict[str, float]) -> None:
+        """Write ``output_dir/sgg_eval.json`` atomically."""
+        os.makedirs(output_dir, exist_ok=True)
+        _write_json_atomically(os.path.join(output_dir, RESULTS_FILE), metrics)
+
+    def evaluate(self) -> Dict[str, float]:
+        """On rank 0: the flat metric dict, printed, and written with the predictions file to ``output_dir``;
+        ``{}`` on other ranks."""
+        results = _gather_on_main_process(self._results)
+        if results is None:
+            return {}
+        results = self._unique_in_dataset_order(results)
+        metrics = self.summarize(results)
+        if self.output_dir:
+            self.write_results(self.output_dir, metrics)
+            save_predictions(os.path.join(self.output_dir, PREDICTIONS_FILE), [r.predictions for r in results])
+        return metrics
+
+
+def build_zero_shot_source(
+    cfg, dataset_name: str, num_classes: int, num_predicates: int
+) -> Union[np.ndarray, Callable[[], np.ndarray]]:
+    """The zero-shot set of ``dataset_name``: ``DATASETS.VISUAL_GENOME.ZERO_SHOT_TRIPLETS`` read (and validated)
+    now when set, else a callable computing the split's triplets never seen in ``DATASETS.TRAIN[0]`` when first
+    needed (on rank 0 only)."""
+    path = cfg.DATASETS.VISUAL_GENOME.ZERO_SHOT_TRIPLETS
+    if path:
+        return load_zero_shot_triplets(path, num_classes, num_predicates)
+    train_name = cfg.DATASETS.TRAIN[0]
+
+    def unseen_in_training() -> np.ndarray:
+        logger.info("Zero-shot set: triplets of %s never seen in %s", dataset_name, train_name)
+        return unseen_triplets(load_vg_split(cfg, train_name), load_vg_split(cfg, dataset_name))
+
+    return unseen_in_training
+
+
+def build_sgg_evaluator(cfg, dataset_name: str, output_dir: Optional[str]) -> SGGEvaluator:
+    """The evaluator of split ``dataset_name`` (``VG_val``, ``VG_test``, ...) writing to ``output_dir``."""
+    split = load_vg_split(cfg, dataset_name)
+    zero_shot = build_zero_shot_source(cfg, dataset_name, len(split.idx_to_label), len(split.idx_to_predicate))
+    return SGGEvaluator(
+        split,
+        zero_shot_triplets=zero_shot,
+        output_dir=output_dir,
+        dataset_name=dataset_name,
+        inference_amp=bool(cfg.SOLVER.AMP.ENABLED),
+    )

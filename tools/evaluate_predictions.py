@@ -1,0 +1,61 @@
+"""Evaluate a saved ``sgg-predictions/v1`` file against the ground truth of ``DATASETS.TEST[0]``, offline.
+
+    python tools/evaluate_predictions.py --predictions output/inference/VG_test/sgg_predictions.pt \\
+        --config-file configs/iterative_model.yaml DATASETS.VISUAL_GENOME.VG_ATTRIBUTE_H5 /data/VG-SGG-with-attri.h5
+
+Prints the same block as the evaluation at the end of training (the same numbers, bit for bit, for a file the
+evaluator wrote) and, with ``--output-dir``, writes ``sgg_eval.json`` there. The file must cover every image of
+the split exactly once; it is read with ``torch.load(weights_only=True)``.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from configs.defaults import get_cfg  # noqa: E402
+from data.visual_genome import load_vg_split  # noqa: E402
+from evaluation.predictions_file import PredictionsFileError, load_predictions, order_by_split  # noqa: E402
+from evaluation.sgg_evaluator import SGGEvaluator, build_zero_shot_source  # noqa: E402
+
+
+def evaluate_predictions_file(cfg, path: str, output_dir: str = None) -> dict:
+    """Validate ``path`` against split ``cfg.DATASETS.TEST[0]``, evaluate it, print the block; returns the metrics."""
+    dataset_name = cfg.DATASETS.TEST[0]
+    split = load_vg_split(cfg, dataset_name)
+    num_classes, num_predicates = len(split.idx_to_label), len(split.idx_to_predicate)
+    images = load_predictions(path, num_predicates=num_predicates, num_classes=num_classes)
+    images = order_by_split(images, split.image_ids, path)
+    evaluator = SGGEvaluator(
+        split,
+        zero_shot_triplets=build_zero_shot_source(cfg, dataset_name, num_classes, num_predicates),
+        output_dir=None,
+        dataset_name=dataset_name,
+    )
+    for image in images:
+        evaluator.process([{"image_id": image["image_id"]}], [image])
+    metrics = evaluator.summarize(evaluator.results)
+    if output_dir:
+        evaluator.write_results(output_dir, metrics)
+    return metrics
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--predictions", required=True, help="sgg-predictions/v1 file (sgg_predictions.pt)")
+    parser.add_argument("--config-file", required=True, help="config YAML naming the dataset files")
+    parser.add_argument("--output-dir", default="", help="also write sgg_eval.json here")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
+    args = parser.parse_args(argv)
+    cfg = get_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    try:
+        evaluate_predictions_file(cfg, args.predictions, args.output_dir)
+    except (PredictionsFileError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()
