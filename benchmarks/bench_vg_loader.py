@@ -106,6 +106,7 @@ def main(argv=None) -> int:
             "DATASETS.VISUAL_GENOME.MAPPING_DICTIONARY", os.path.join(out, "VG-SGG-dicts-with-attri.json"),
             "DATASETS.VISUAL_GENOME.IMAGE_DATA", os.path.join(out, "image_data.json"),
             "DATASETS.VISUAL_GENOME.VG_ATTRIBUTE_H5", os.path.join(out, "VG-SGG-with-attri.h5"),
+            "DATASETS.VISUAL_GENOME.NUMBER_OF_VALIDATION_IMAGES", min(5000, args.images // 20),
         ])
         clear_cache()
         total, nbytes = 0.0, 0

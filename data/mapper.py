@@ -113,6 +113,7 @@ class VGDatasetMapper:
         image, boxes = T.resize(image, boxes, size)
         if self.flip != "none" and rng.random() < 0.5:
             image, boxes = T.flip(image, boxes, self.flip)
+        boxes = T.clamp(boxes)  # rounding of the resize/flip arithmetic may step a hair outside the image
         return {
             "image": image.as_subclass(torch.Tensor),
             "height": int(record["height"]),

@@ -17,11 +17,14 @@ __all__ = [
     "crop",
     "resize",
     "flip",
+    "clamp",
     "nonempty",
 ]
 
 
-def as_tv_tensors(image: torch.Tensor, boxes: np.ndarray | torch.Tensor) -> tuple[tv_tensors.Image, tv_tensors.BoundingBoxes]:
+def as_tv_tensors(
+    image: torch.Tensor, boxes: np.ndarray | torch.Tensor
+) -> tuple[tv_tensors.Image, tv_tensors.BoundingBoxes]:
     """Wrap a (3, H, W) uint8 image and (N, 4) xyxy boxes in its pixels."""
     h, w = image.shape[-2:]
     return tv_tensors.Image(image), tv_tensors.BoundingBoxes(
@@ -68,6 +71,15 @@ def flip(image: tv_tensors.Image, boxes: tv_tensors.BoundingBoxes, direction: st
     if direction == "vertical":
         return F.vertical_flip(image), F.vertical_flip(boxes)
     raise ValueError(f"INPUT.RANDOM_FLIP must be 'horizontal', 'vertical' or 'none', got '{direction}'")
+
+
+def clamp(boxes: tv_tensors.BoundingBoxes) -> tv_tensors.BoundingBoxes:
+    """Boxes clamped to [0, width] x [0, height] of their canvas."""
+    h, w = boxes.canvas_size
+    out = boxes.as_subclass(torch.Tensor).clone()
+    out[:, 0::2] = out[:, 0::2].clamp(0, w)
+    out[:, 1::2] = out[:, 1::2].clamp(0, h)
+    return tv_tensors.wrap(out, like=boxes)
 
 
 def nonempty(boxes: torch.Tensor) -> torch.Tensor:
