@@ -114,6 +114,9 @@ _C.MODEL.PIXEL_MEAN = [123.675, 116.280, 103.530]
 _C.MODEL.PIXEL_STD = [58.395, 57.120, 57.375]
 # Wrap the model in torch.compile.
 _C.MODEL.COMPILE = False
+# DistributedDataParallel's find_unused_parameters: needed when some parameters get no gradient in an iteration
+# (e.g. the FPN levels a DETR encoder on P5 does not read); off by default because it costs a graph walk per step.
+_C.MODEL.DDP_FIND_UNUSED_PARAMETERS = False
 
 _C.MODEL.BACKBONE = CfgNode()
 # "ResNet" (DETR's ResNet trunk, res5 output) or "VoVNetFPN" (VoVNetV2 + CenterMask FPN, P3-P7).

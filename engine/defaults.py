@@ -10,7 +10,7 @@ import logging
 import os
 import random
 import sys
-from typing import Any, List, Optional
+from typing import Optional
 
 import numpy as np
 import torch

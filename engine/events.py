@@ -6,9 +6,11 @@ import logging
 import os
 import statistics
 from collections import defaultdict, deque
-from typing import Deque, Dict, Optional, Tuple
+from typing import IO, Deque, Dict, Optional, Tuple
 
 import torch
+
+from engine.file_io import atomic_write_text
 
 __all__ = ["EventStorage", "EventWriter", "ConsoleMetricPrinter", "JSONWriter", "TensorboardWriter"]
 
@@ -65,6 +67,9 @@ class EventStorage:
 class EventWriter:
     """Publishes the contents of an :class:`EventStorage`; ``write`` is called every ``SOLVER.LOG_PERIOD``."""
 
+    def begin(self, start_iter: int) -> None:
+        """Called once before the first write, with the iteration training starts (or resumes) at."""
+
     def write(self, storage: EventStorage) -> None:
         raise NotImplementedError
 
@@ -89,21 +94,46 @@ class _NewScalarsWriter(EventWriter):
 
 
 class JSONWriter(_NewScalarsWriter):
-    """Appends one JSON object per iteration with new scalars to ``path`` (``OUTPUT_DIR/metrics.json``)."""
+    """Appends one JSON object per iteration with new scalars to ``path`` (``OUTPUT_DIR/metrics.json``).
+
+    On a resumed run, the lines of iterations at or after the resume point (written by the interrupted run after
+    its last checkpoint) are dropped first, so the file reads as one uninterrupted run.
+    """
 
     def __init__(self, path: str, window: int = 20) -> None:
         super().__init__(window)
         self.path = path
-        self._file = open(path, "a", encoding="utf-8")
+        self._file: Optional[IO[str]] = None
+
+    def begin(self, start_iter: int) -> None:
+        if os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                lines = f.readlines()
+            kept = [line for line in lines if _iteration_of(line) is not None and _iteration_of(line) < start_iter]
+            if len(kept) != len(lines):
+                atomic_write_text(self.path, "".join(kept))
+        self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, storage: EventStorage) -> None:
+        if self._file is None:
+            self.begin(storage.iter)
         for iteration, scalars in self._new_scalars(storage).items():
             self._file.write(json.dumps({"iteration": iteration, **scalars}, sort_keys=True) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _iteration_of(line: str) -> Optional[int]:
+    """The iteration of a metrics.json line; None for a blank or torn line (a crash mid-write)."""
+    try:
+        return int(json.loads(line)["iteration"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class TensorboardWriter(_NewScalarsWriter):

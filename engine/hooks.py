@@ -87,7 +87,8 @@ def is_eval_iteration(period: int, iteration: int, max_iter: int) -> bool:
 class EvalHook(HookBase):
     """Runs ``eval_function() -> {dataset: {metric: value}}`` after every ``period``-th and the last iteration.
 
-    The results (rank 0's, shared with every process) are stored as ``<dataset>/<metric>`` scalars.
+    The numeric results (rank 0's, shared with every process) are stored as ``<dataset>/<metric>`` scalars;
+    per-class breakdowns (metric names holding "/") stay in the evaluator's own output files.
     """
 
     def __init__(self, period: int, eval_function: Callable[[], Dict[str, Dict[str, Any]]]) -> None:
@@ -104,10 +105,11 @@ class EvalHook(HookBase):
         scalars = {}
         for dataset, metrics in (results or {}).items():
             for metric, value in (metrics or {}).items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and "/" not in metric:
                     scalars[f"{dataset}/{metric}"] = float(value)
         self.trainer.storage.put_scalars(smoothing_hint=False, **scalars)
-        logger.info("Evaluation at iteration %d: %s", self.trainer.iter, scalars)
+        logger.info("Evaluation at iteration %d: %s", self.trainer.iter,
+                    "  ".join(f"{name}: {value:.4f}" for name, value in scalars.items()))
 
 
 class BestCheckpointer(HookBase):
@@ -135,11 +137,13 @@ class BestCheckpointer(HookBase):
         storage, iteration = self.trainer.storage, self.trainer.iter
         if not is_eval_iteration(self.period, iteration, self.trainer.max_iter):
             return
-        if not storage.has(self.scalar_name):
-            evaluated = sorted(name for name in storage.latest_with_smoothing(1) if "/" in name)
+        if not storage.has(self.scalar_name) or storage.latest(self.scalar_name)[1] != iteration:
+            evaluated = sorted(name for name, (_, it) in storage.latest_with_smoothing(1).items()
+                               if "/" in name and it == iteration)
             raise KeyError(f"{self.metric_key}: the evaluation gave no {self.scalar_name!r}; it gave {evaluated}")
-        value, recorded_at = storage.latest(self.scalar_name)
-        if recorded_at != iteration or math.isnan(value):
+        value = storage.latest(self.scalar_name)[0]
+        if math.isnan(value):
+            logger.warning("%s is NaN at iteration %d: not a candidate for the best model", self.scalar_name, iteration)
             return
         if self.best_value is None or value > self.best_value:
             logger.info("New best %s = %.4f at iteration %d (previous: %s at %s)", self.scalar_name, value,
@@ -155,6 +159,10 @@ class PeriodicWriter(HookBase):
     def __init__(self, writers: List[EventWriter], period: int) -> None:
         self.writers = writers
         self.period = period
+
+    def before_train(self) -> None:
+        for writer in self.writers:
+            writer.begin(self.trainer.start_iter)
 
     def after_step(self) -> None:
         iteration = self.trainer.iter

@@ -35,12 +35,14 @@ def create_ddp_model(model: torch.nn.Module, find_unused_parameters: bool = Fals
     return DistributedDataParallel(
         model,
         device_ids=[comm.get_local_rank()] if on_cuda else None,
-        broadcast_buffers=False,
+        forward_sync_buffers=False,  # buffers are synced from rank 0 once, at wrapping; not at every forward
         find_unused_parameters=find_unused_parameters,
     )
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside torch.compile and DistributedDataParallel wrappers."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
@@ -53,19 +55,31 @@ class Trainer(SimpleTrainer):
         trainer.resume_or_load(resume=args.resume)
         trainer.train()
 
+    The training forward runs ``self.model``: the model, in DistributedDataParallel with several processes, in
+    ``torch.compile`` with ``MODEL.COMPILE``; checkpoints and evaluation use the plain model
+    (``self.checkpointer.model``).
+
     Args:
         cfg: the frozen config.
         find_unused_parameters: passed to DistributedDataParallel (needed only if some parameters get no
-            gradient in an iteration).
+            gradient in an iteration); None takes ``MODEL.DDP_FIND_UNUSED_PARAMETERS``.
     """
 
-    def __init__(self, cfg, find_unused_parameters: bool = False) -> None:
+    def __init__(self, cfg, find_unused_parameters: Optional[bool] = None) -> None:
+        if cfg.SOLVER.IMS_PER_BATCH % comm.get_world_size() != 0:
+            raise ValueError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} must be a multiple of the number of "
+                             f"processes ({comm.get_world_size()})")
         self.cfg = cfg
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         amp_dtype = torch.bfloat16 if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE.startswith("cuda") else None
+        if find_unused_parameters is None:
+            find_unused_parameters = cfg.MODEL.DDP_FIND_UNUSED_PARAMETERS
+        train_model = create_ddp_model(model, find_unused_parameters)
+        if cfg.MODEL.COMPILE:
+            train_model = torch.compile(train_model)
         super().__init__(
-            create_ddp_model(model, find_unused_parameters),
+            train_model,
             data_loader=None,  # built in train(), once the start iteration is known
             optimizer=optimizer,
             clip_gradients=functools.partial(clip_gradients, cfg),
@@ -101,6 +115,18 @@ class Trainer(SimpleTrainer):
         self._data_iter = None
         self._restore_rng_states()
         super().train(self.start_iter, self.max_iter)
+
+    def run_step(self) -> None:
+        try:
+            super().run_step()
+        except RuntimeError as error:
+            if "Expected to have finished reduction in the prior iteration" not in str(error):
+                raise
+            raise RuntimeError(
+                f"Iteration {self.iter}: some parameters of the model got no gradient, which DistributedDataParallel "
+                "rejects unless told; set MODEL.DDP_FIND_UNUSED_PARAMETERS True (or make every parameter take part "
+                f"in the loss). PyTorch's message: {error}"
+            ) from error
 
     def _restore_rng_states(self) -> None:
         states, self._rng_states_to_restore = self._rng_states_to_restore, None
@@ -206,8 +232,6 @@ class Trainer(SimpleTrainer):
                 evaluator = cls.build_evaluator(cfg, name, output_dir)
                 with torch.no_grad():
                     results[name] = cls.run_inference(model, data_loader, evaluator) or {}
-                if comm.is_main_process():
-                    logger.info("Evaluation results for %s: %s", name, results[name])
         finally:
             model.train(was_training)
         return results

@@ -17,12 +17,14 @@ from engine.trainer import Trainer
 
 
 class TinyModel(nn.Module):
-    """``backbone.*`` and ``head.*`` parameters; training mode returns two losses, eval mode one dict per item."""
+    """``backbone.*`` and ``head.*`` parameters; training mode returns two losses, eval mode one dict per item.
+    ``unused`` never takes part in the loss (like FPN levels a P5 encoder does not read)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.backbone = nn.Linear(4, 8)
         self.head = nn.Linear(8, 1)
+        self.unused = nn.Linear(1, 1)
         self.dropout = nn.Dropout(0.5)
         self.register_buffer("steps", torch.zeros((), dtype=torch.int64))  # training forwards seen
 

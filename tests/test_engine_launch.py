@@ -15,7 +15,8 @@ from tests.engine_standins import StandInTrainer, tiny_cfg
 
 def _ddp_training_worker(output_dir: str) -> None:
     torch.set_num_threads(1)
-    cfg = default_setup(tiny_cfg(output_dir, "TEST.EVAL_PERIOD", 0, "SOLVER.MAX_ITER", 3, "DETERMINISTIC", False))
+    cfg = default_setup(tiny_cfg(output_dir, "TEST.EVAL_PERIOD", 0, "SOLVER.MAX_ITER", 3, "DETERMINISTIC", False,
+                                 "MODEL.DDP_FIND_UNUSED_PARAMETERS", True))  # TinyModel.unused gets no gradient
     trainer = StandInTrainer(cfg)
     initial = {k: v.clone() for k, v in trainer.checkpointer.model.state_dict().items()}
     trainer.resume_or_load(resume=False)
