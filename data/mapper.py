@@ -1,11 +1,12 @@
 """Turns a dataset record (``VGSplit.get_record``) into the model's input dict: read, augment, resize.
 
 Training recipe (IterativeSG / DETR): with probability ``INPUT.CROP.PROB`` (when ``INPUT.CROP.ENABLED``) an
-absolute random crop with sides in ``INPUT.CROP.SIZE``, then a resize of the shorter side to a random choice of
-``INPUT.MIN_SIZE_TRAIN`` (longer side at most ``INPUT.MAX_SIZE_TRAIN``), then a flip with probability 0.5
-(``INPUT.RANDOM_FLIP``).  A box the crop leaves empty is dropped with its relations and the rest are re-indexed; a
-crop that would remove every box, or every relation of an image that has some, is skipped.  Test: the shorter
-side is resized to ``INPUT.MIN_SIZE_TEST`` (longer at most ``MAX_SIZE_TEST``) and every box is kept.
+absolute random crop with sides in ``INPUT.CROP.SIZE`` (its longer side along the image's longer side), then a
+resize of the shorter side to a random choice of ``INPUT.MIN_SIZE_TRAIN`` (longer side at most
+``INPUT.MAX_SIZE_TRAIN``), then a flip with probability 0.5 (``INPUT.RANDOM_FLIP``).  A box the crop leaves empty
+is dropped with its relations and the rest are re-indexed; a crop that would remove every box, or every relation
+of an image that has some, is skipped.  Test: the shorter side is resized to ``INPUT.MIN_SIZE_TEST`` (longer at
+most ``MAX_SIZE_TEST``) and every box is kept.
 """
 from __future__ import annotations
 

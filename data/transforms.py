@@ -44,10 +44,15 @@ def shortest_edge_size(height: int, width: int, short: int, max_size: int) -> tu
 def sample_absolute_crop(
     rng: np.random.Generator, height: int, width: int, size_range: tuple[int, int]
 ) -> tuple[int, int, int, int]:
-    """(top, left, crop_height, crop_width) with each side uniform in ``size_range`` (capped by the image)."""
+    """(top, left, crop_height, crop_width): two sides uniform in ``size_range``, capped by the image.
+
+    The longer of the two sides goes along the image's longer side (width for a square image), so a crop never
+    turns a landscape image into a portrait one: the aspect-ratio groups of the batch sampler stay valid.
+    """
     lo, hi = int(size_range[0]), int(size_range[1])
-    crop_h = int(rng.integers(min(height, lo), min(height, hi) + 1))
-    crop_w = int(rng.integers(min(width, lo), min(width, hi) + 1))
+    short, long = sorted(int(v) for v in rng.integers(lo, hi + 1, size=2))
+    crop_h, crop_w = (long, short) if height > width else (short, long)
+    crop_h, crop_w = min(crop_h, height), min(crop_w, width)
     top = int(rng.integers(0, height - crop_h + 1))
     left = int(rng.integers(0, width - crop_w + 1))
     return top, left, crop_h, crop_w

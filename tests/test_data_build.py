@@ -60,6 +60,7 @@ def test_train_batches_have_the_documented_layout(world):
             index = split.image_ids.tolist().index(item["image_id"])
             assert (item["width"], item["height"]) == (split.widths[index], split.heights[index])
             orientations.add(bool(split.widths[index] < split.heights[index]))
+            assert (item["image"].shape[1] > item["image"].shape[2]) <= (split.heights[index] > split.widths[index])
         mixed += len(orientations) > 1
     assert mixed <= 1  # aspect-ratio grouping: only the groups' leftovers share a batch
 

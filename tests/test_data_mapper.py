@@ -76,6 +76,7 @@ def test_train_mapper_keeps_boxes_labels_relations_and_pixels_consistent(image_d
     h, w = image.shape[1:]
     assert (item["height"], item["width"], item["image_id"]) == (height, width, 7)
     assert min(h, w) in (32, 48, 64) or max(h, w) == 96
+    assert not (h > w and height <= width) and not (h < w and height > width)  # crops keep the orientation
     b = inst["boxes"]
     assert b.dtype == torch.float32 and len(b) == len(inst["labels"]) >= 1
     assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
