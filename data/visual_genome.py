@@ -232,8 +232,9 @@ def _check_ranges(first: np.ndarray, last: np.ndarray, total: int, what: str, pa
 
 def _read_raw(h5_path: str, image_data_path: str, box_scale: int) -> _RawVG:
     a = _read_h5(h5_path, box_scale)
-    for k in ("labels", "predicates"):
-        a[k] = a[k].reshape(len(a[k]), -1)[:, 0] if a[k].ndim == 2 and a[k].shape[1] == 1 else a[k]
+    for k in ("labels", "predicates"):  # stored as (N, 1) columns
+        if a[k].ndim == 2 and a[k].shape[1] == 1:
+            a[k] = a[k][:, 0]
     _check_shapes(a, h5_path)
     first_box, last_box = a["img_to_first_box"].astype(np.int64), a["img_to_last_box"].astype(np.int64)
     first_rel, last_rel = a["img_to_first_rel"].astype(np.int64), a["img_to_last_rel"].astype(np.int64)
