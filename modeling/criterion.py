@@ -46,17 +46,35 @@ def relation_box_xyxy(subject_xyxy: torch.Tensor, object_xyxy: torch.Tensor) -> 
     return torch.where(degenerate[:, None], subject_xyxy, span)
 
 
-def relation_targets(instances: Dict[str, torch.Tensor], image_size: Tuple[int, int],
-                     device: torch.device) -> Dict[str, torch.Tensor]:
+def _check_instances(boxes: torch.Tensor, labels: torch.Tensor, relations: torch.Tensor, num_classes: int,
+                     num_relation_classes: int) -> None:
+    """Clear errors for annotations the model cannot be trained on (instead of a device-side assert later)."""
+    if len(labels) != len(boxes):
+        raise ValueError(f"instances: {len(boxes)} boxes but {len(labels)} labels")
+    if len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
+        raise ValueError(f"instances: object label {int(labels.max())} outside [0, MODEL.DETR.NUM_CLASSES = "
+                         f"{num_classes})")
+    if len(relations) == 0:
+        return
+    if not (0 <= int(relations[:, :2].min()) and int(relations[:, :2].max()) < len(boxes)):
+        raise ValueError(f"instances: relation refers to a box outside [0, {len(boxes)})")
+    if not (0 <= int(relations[:, 2].min()) and int(relations[:, 2].max()) < num_relation_classes):
+        raise ValueError(f"instances: predicate {int(relations[:, 2].max())} outside [0, "
+                         f"MODEL.DETR.NUM_RELATION_CLASSES = {num_relation_classes})")
+
+
+def relation_targets(instances: Dict[str, torch.Tensor], image_size: Tuple[int, int], device: torch.device,
+                     num_classes: int, num_relation_classes: int) -> Dict[str, torch.Tensor]:
     """Per-relation targets of one image from its batch-item ``instances`` (boxes xyxy in resized-image pixels).
 
     Returns ``{subject,object,relation}_labels`` (R,) and ``…_boxes`` (R, 4) as (cx, cy, w, h) normalised by the
-    resized (unpadded) image size ``(h, w)``, on ``device``.  They are computed where ``instances`` live (the
-    loader's CPU tensors) and copied without blocking, so building them never waits for the accelerator.
+    resized (unpadded) image size ``(h, w)``, on ``device``.  They are computed and checked where ``instances``
+    live (the loader's CPU tensors) and copied without blocking, so building them never waits for the accelerator.
     """
     boxes = torch.as_tensor(instances["boxes"], dtype=torch.float32).reshape(-1, 4)
-    labels = torch.as_tensor(instances["labels"], dtype=torch.int64)
+    labels = torch.as_tensor(instances["labels"], dtype=torch.int64).reshape(-1)
     relations = torch.as_tensor(instances["relations"], dtype=torch.int64).reshape(-1, 3)
+    _check_instances(boxes, labels, relations, num_classes, num_relation_classes)
     height, width = image_size
     scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=boxes.device)
     subject_xyxy, object_xyxy = boxes[relations[:, 0]], boxes[relations[:, 1]]

@@ -133,7 +133,8 @@ class IterativeSceneGraphModel(nn.Module):
         outputs = self.transformer(src, pos, mask, self.query_embed.weight, self.object_query_embed.weight,
                                    self.relation_query_embed.weight, extra_memory)
         if self.training:
-            targets = [relation_targets(item["instances"], size, self.device)
+            targets = [relation_targets(item["instances"], size, self.device, self.criterion.num_classes,
+                                        self.criterion.num_relation_classes)
                        for item, size in zip(batch, image_sizes)]
             losses = self.criterion(outputs, targets)
             overlap = set(losses) & set(extra_losses)

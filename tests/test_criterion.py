@@ -44,12 +44,26 @@ def test_relation_box_spans_the_two_centres_or_falls_back_to_the_subject():
 def test_relation_targets_are_normalised_cxcywh_of_the_resized_image():
     instances = {"boxes": torch.tensor([[0.0, 0.0, 50.0, 20.0], [50.0, 20.0, 100.0, 40.0]]),
                  "labels": torch.tensor([3, 7]), "relations": torch.tensor([[1, 0, 2]])}
-    target = relation_targets(instances, (40, 100), torch.device("cpu"))
+    target = relation_targets(instances, (40, 100), torch.device("cpu"), num_classes=8, num_relation_classes=3)
     assert target["subject_labels"].tolist() == [7] and target["object_labels"].tolist() == [3]
     assert target["relation_labels"].tolist() == [2]
     torch.testing.assert_close(target["subject_boxes"], torch.tensor([[0.75, 0.75, 0.5, 0.5]]))
     torch.testing.assert_close(target["object_boxes"], torch.tensor([[0.25, 0.25, 0.5, 0.5]]))
     torch.testing.assert_close(target["relation_boxes"], torch.tensor([[0.5, 0.5, 0.5, 0.5]]))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("labels", [3, 8], "MODEL.DETR.NUM_CLASSES"),
+    ("relations", [[1, 0, 3]], "MODEL.DETR.NUM_RELATION_CLASSES"),
+    ("relations", [[2, 0, 1]], "outside"),
+    ("labels", [3], "2 boxes but 1 labels"),
+])
+def test_relation_targets_reject_annotations_outside_the_model(field, value, message):
+    instances = {"boxes": torch.tensor([[0.0, 0.0, 5.0, 5.0], [1.0, 1.0, 9.0, 9.0]]), "labels": torch.tensor([3, 7]),
+                 "relations": torch.tensor([[1, 0, 2]])}
+    instances[field] = torch.tensor(value)
+    with pytest.raises(ValueError, match=message):
+        relation_targets(instances, (40, 100), torch.device("cpu"), num_classes=8, num_relation_classes=3)
 
 
 def _targets():
