@@ -73,12 +73,16 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def all_reduce_mean(values: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Mean over processes of a dict of scalar tensors, in one collective (keys must agree on every process)."""
-    if get_world_size() == 1 or not values:
-        return values
+def all_reduce_mean(values: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    """Mean over processes of a dict of scalar tensors, as Python floats: one collective and one device sync.
+
+    Every process must pass the same keys.
+    """
+    if not values:
+        return {}
     names = sorted(values)
     stacked = torch.stack([values[name].detach().float().reshape(()) for name in names])
-    dist.all_reduce(stacked)
-    stacked /= get_world_size()
-    return dict(zip(names, stacked))
+    if get_world_size() > 1:
+        dist.all_reduce(stacked)
+        stacked /= get_world_size()
+    return dict(zip(names, stacked.tolist()))

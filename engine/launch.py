@@ -64,6 +64,9 @@ def launch(
     """
     device_type = _device_type(device)
     if launched_by_torchrun():
+        if num_gpus_per_machine not in (1, int(os.environ.get("LOCAL_WORLD_SIZE", num_gpus_per_machine))):
+            logger.warning("Running under torchrun: --num-gpus %d is ignored (torchrun started %s processes here)",
+                           num_gpus_per_machine, os.environ.get("LOCAL_WORLD_SIZE", "?"))
         return _run_in_torchrun_process(main_func, args, device_type, timeout)
 
     if num_gpus_per_machine < 1 or num_machines < 1:

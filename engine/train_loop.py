@@ -7,6 +7,7 @@ finite, backward, gradient clipping, optimizer step.
 """
 import contextlib
 import logging
+import math
 import time
 import weakref
 from typing import Callable, Dict, Iterable, List, Optional
@@ -154,9 +155,8 @@ class SimpleTrainer(TrainerBase):
 
     def _check_finite_and_record(self, loss_dict: Dict[str, torch.Tensor], data_time: float) -> None:
         """Average the losses over processes, stop on any NaN/inf (on every process alike) and record them."""
-        reduced = comm.all_reduce_mean({name: loss.detach() for name, loss in loss_dict.items()})
-        values = {name: float(value) for name, value in reduced.items()}
-        bad = {name: value for name, value in values.items() if not torch.isfinite(torch.tensor(value))}
+        values = comm.all_reduce_mean(loss_dict)
+        bad = {name: value for name, value in values.items() if not math.isfinite(value)}
         if bad:
             raise FloatingPointError(
                 f"Loss became NaN or infinite at iteration {self.iter}: {bad} (all losses: {values}); "

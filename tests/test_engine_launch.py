@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 
 from engine import comm
 from engine.defaults import default_setup
-from engine.launch import launch
+from engine.launch import find_free_port, launch
 from tests.engine_standins import StandInTrainer, tiny_cfg
 
 
@@ -28,7 +28,8 @@ def _ddp_training_worker(output_dir: str) -> None:
 
 
 def test_two_process_gloo_ddp_keeps_parameters_identical(tmp_path):
-    launch(_ddp_training_worker, 2, dist_url="auto", args=(str(tmp_path),), device="cpu")
+    dist_url = f"tcp://127.0.0.1:{find_free_port()}"  # an explicit --dist-url (the failure test below uses "auto")
+    launch(_ddp_training_worker, 2, dist_url=dist_url, args=(str(tmp_path),), device="cpu")
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert rank0["world_size"] == rank1["world_size"] == 2
     for key, value in rank0["final"].items():
@@ -48,7 +49,7 @@ def test_a_failing_rank_stops_the_job_instead_of_hanging():
     start = time.monotonic()
     # Whichever process is reported first (rank 1's own error, or rank 0 losing its peer), the job fails fast.
     with pytest.raises(mp.ProcessRaisedException, match="rank 1 failed on purpose|Connection reset|Connection closed"):
-        launch(_rank_one_fails, 2, args=(), device="cpu", timeout=timedelta(seconds=30))
+        launch(_rank_one_fails, 2, dist_url="auto", device="cpu", timeout=timedelta(seconds=30))
     assert time.monotonic() - start < 30
 
 

@@ -47,6 +47,7 @@ def test_lr_follows_warmup_then_steps_and_backbone_gets_multiplier(tmp_path):
     other_group = next(g for g in groups if id(g["params"][0]) not in backbone_ids)
     assert backbone_group["lr"] == pytest.approx(other_group["lr"] * 0.1)
     assert all(g["weight_decay"] == cfg.SOLVER.WEIGHT_DECAY for g in groups)
+    assert cfg.SOLVER.AMP.ENABLED and trainer.amp_dtype is None  # AMP is bf16 autocast on CUDA only
 
 
 def test_full_model_gradient_clipping_is_applied_before_the_step(tmp_path):
