@@ -273,3 +273,18 @@ def test_filters_that_empty_a_split_are_reported(tiny):
     cfg = make_cfg(tiny, "DATASETS.VISUAL_GENOME.NUMBER_OF_VALIDATION_IMAGES", 10)
     with pytest.raises(ValueError, match="VG_train is empty.*NUMBER_OF_VALIDATION_IMAGES=10"):
         load_vg_split(cfg, "VG_train")
+
+
+def test_unreadable_h5_names_key_and_path(tmp_path):
+    overrides = write_tiny_vg(str(tmp_path))
+    (tmp_path / "VG-SGG-with-attri.h5").write_bytes(b"not an hdf5 file")
+    with pytest.raises(ValueError, match="VG_ATTRIBUTE_H5: cannot open HDF5 file .*VG-SGG-with-attri.h5"):
+        load_vg_split(make_cfg(overrides), "VG_train")
+
+
+def test_relationship_outside_its_image_is_reported(tmp_path):
+    rows = [dict(r) for r in ROWS]
+    rows[0] = dict(rows[0], rels=[(0, 2, 1)])  # object row 2 belongs to the next image
+    overrides = write_tiny_vg(str(tmp_path), rows=rows)
+    with pytest.raises(ValueError, match=r"VG_ATTRIBUTE_H5: relationship row 0 points at object rows \[0, 2\]"):
+        load_vg_split(make_cfg(overrides), "VG_val")
