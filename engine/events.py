@@ -96,8 +96,9 @@ class _NewScalarsWriter(EventWriter):
 class JSONWriter(_NewScalarsWriter):
     """Appends one JSON object per iteration with new scalars to ``path`` (``OUTPUT_DIR/metrics.json``).
 
-    On a resumed run, the lines of iterations at or after the resume point (written by the interrupted run after
-    its last checkpoint) are dropped first, so the file reads as one uninterrupted run.
+    ``begin(start_iter)`` first drops the lines of iterations >= ``start_iter``: on a resumed run those the
+    interrupted run wrote after its last checkpoint (so the file reads as one uninterrupted run), on a fresh run
+    (``start_iter`` 0) every line of an earlier run in the same OUTPUT_DIR.
     """
 
     def __init__(self, path: str, window: int = 20) -> None:
@@ -115,8 +116,8 @@ class JSONWriter(_NewScalarsWriter):
         self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, storage: EventStorage) -> None:
-        if self._file is None:
-            self.begin(storage.iter)
+        if self._file is None:  # used without begin(): append, trimming nothing
+            self._file = open(self.path, "a", encoding="utf-8")
         for iteration, scalars in self._new_scalars(storage).items():
             self._file.write(json.dumps({"iteration": iteration, **scalars}, sort_keys=True) + "\n")
         self._file.flush()
@@ -137,22 +138,31 @@ def _iteration_of(line: str) -> Optional[int]:
 
 
 class TensorboardWriter(_NewScalarsWriter):
-    """Writes scalars as TensorBoard events into ``log_dir``."""
+    """Writes scalars as TensorBoard events into ``log_dir``; a resumed run purges the events the interrupted run
+    wrote after its last checkpoint (``purge_step``)."""
 
     def __init__(self, log_dir: str, window: int = 20) -> None:
         super().__init__(window)
+        self.log_dir = log_dir
+        self._writer = None
+
+    def begin(self, start_iter: int) -> None:
         from torch.utils.tensorboard import SummaryWriter  # slow import: only when a trainer logs
 
-        self._writer = SummaryWriter(log_dir=log_dir)
+        self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=start_iter if start_iter > 0 else None)
 
     def write(self, storage: EventStorage) -> None:
+        if self._writer is None:  # used without begin(): purge nothing
+            self.begin(0)
         for iteration, scalars in self._new_scalars(storage).items():
             for name, value in scalars.items():
                 self._writer.add_scalar(name, value, iteration)
         self._writer.flush()
 
     def close(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 class ConsoleMetricPrinter(EventWriter):
