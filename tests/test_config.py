@@ -40,7 +40,8 @@ def test_command_line_overrides_win_and_are_typed(tmp_path):
 
 def test_unknown_key_in_file_names_key_and_file(tmp_path):
     path = _write(tmp_path / "typo.yaml", "SOLVER:\n  BASE_LRR: 0.1\n")
-    with pytest.raises(KeyError, match=r"typo.yaml: unknown config key 'SOLVER.BASE_LRR' \(did you mean SOLVER.BASE_LR"):
+    expected = r"typo.yaml: unknown config key 'SOLVER.BASE_LRR' \(did you mean SOLVER.BASE_LR"
+    with pytest.raises(KeyError, match=expected):
         get_cfg().merge_from_file(path)
 
 
