@@ -67,8 +67,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, int]:
     counts = count_parameters(build_on_meta(cfg))
     width = max(len(name) for name in counts)
     for name, value in counts.items():
-        if name not in ("total",) and (value or name != "other"):
-            print(f"{name:<{width}}  {value:>13,}")
+        if name == "total" or (name == "other" and value == 0):
+            continue
+        print(f"{name:<{width}}  {value:>13,}")
     print(f"backbone: {counts['backbone']}")
     print(f"total: {counts['total']}")
     return counts
