@@ -12,6 +12,7 @@ evaluated image in dataset order::
 
 Files are read with ``torch.load(weights_only=True)``, so a file can never run code.
 """
+import math
 import os
 import tempfile
 from typing import Dict, List, Optional, Sequence
@@ -59,15 +60,18 @@ def check_image_predictions(
     for field, shape in shapes.items():
         if image[field].shape != shape:
             raise PredictionsFileError(f"{where}: {field!r} has shape {tuple(image[field].shape)}, expected {shape}")
-    for field in ("boxes", "scores", "rel_scores"):
-        array = image[field]
-        if array.size == 0:
-            continue
-        low, high = array.min(), array.max()  # NaN propagates into both
-        if not (np.isfinite(low) and np.isfinite(high)):
-            raise PredictionsFileError(f"{where}: {field!r} contains NaN or infinite values")
-        if field != "boxes" and low < 0:
-            raise PredictionsFileError(f"{where}: {field!r} must be non-negative probabilities, found {low}")
+    boxes = image["boxes"]
+    if boxes.size and not np.isfinite(boxes).all():
+        raise PredictionsFileError(f"{where}: 'boxes' contains NaN or infinite values")
+    if boxes.size and not (boxes[:, 2:] >= boxes[:, :2]).all():
+        raise PredictionsFileError(f"{where}: 'boxes' must be xyxy with x2 >= x1 and y2 >= y1")
+    for field in ("scores", "rel_scores"):
+        if image[field].size:
+            low, high = float(image[field].min()), float(image[field].max())  # NaN propagates into both
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise PredictionsFileError(f"{where}: {field!r} contains NaN or infinite values")
+            if low < 0:
+                raise PredictionsFileError(f"{where}: {field!r} must be non-negative probabilities, found {low}")
     pairs = image["rel_pairs"]
     if pairs.size and (pairs.min() < 0 or pairs.max() >= num_boxes):
         raise PredictionsFileError(

@@ -23,13 +23,15 @@ from data.visual_genome import load_vg_split
 from .detection_ap import detection_ap
 from .predictions_file import FIELDS, check_image_predictions, save_predictions
 from .report import format_results
-from .sgg_metrics import RankedPredictions, aggregate_recalls, match_image, rank_predictions, triplet_keys
+from .sgg_metrics import aggregate_recalls, match_images, triplet_keys
 from .zero_shot import load_zero_shot_triplets, unseen_triplets
 
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "sgg_predictions.pt"
 RESULTS_FILE = "sgg_eval.json"
+# Images matched together: numpy's per-call overhead dominates per-image matching, so batches amortise it.
+MATCH_BATCH_SIZE = 64
 
 
 @dataclass
@@ -53,32 +55,6 @@ def _to_numpy(value, dtype) -> np.ndarray:
         value = value.float() if dtype == np.float32 else value.long()
         return value.numpy()
     return np.asarray(value).astype(dtype, copy=False)
-
-
-def _compact(prediction: Dict[str, np.ndarray], ranked: RankedPredictions):
-    """Keep the relation rows either top-100 list uses (in their original order) and renumber the lists.
-
-    Ranking the compact rows again gives the same lists, so evaluating the compact predictions (as the
-    predictions file does) reproduces every number.
-    """
-    kept_mask = np.zeros(len(prediction["rel_pairs"]), dtype=bool)
-    kept_mask[ranked.graph_rows] = True
-    kept_mask[ranked.free_rows] = True
-    new_index = np.cumsum(kept_mask) - 1
-    compact = {
-        "boxes": prediction["boxes"].copy(),
-        "labels": prediction["labels"].copy(),
-        "scores": prediction["scores"].copy(),
-        "rel_pairs": prediction["rel_pairs"][kept_mask],
-        "rel_scores": prediction["rel_scores"][kept_mask],
-    }
-    renumbered = RankedPredictions(
-        graph_rows=new_index[ranked.graph_rows],
-        graph_predicates=ranked.graph_predicates,
-        free_rows=new_index[ranked.free_rows],
-        free_predicates=ranked.free_predicates,
-    )
-    return compact, renumbered
 
 
 def _gather_on_main_process(items: List) -> Optional[List]:
@@ -136,12 +112,14 @@ class SGGEvaluator:
         self._zero_shot_keys: Optional[np.ndarray] = None
         self._position = {int(image_id): i for i, image_id in enumerate(split.image_ids)}
         self._results: List[ImageResult] = []
+        self._pending: List[Dict] = []  # validated predictions waiting to be matched
 
     def reset(self) -> None:
         self._results = []
+        self._pending = []
 
     def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
-        """Match each image's predictions against its ground truth and keep the compact per-image record."""
+        """Validate each image's predictions now; match them against the ground truth in batches."""
         for item, output in zip(inputs, outputs):
             image_id = int(output.get("image_id", item["image_id"]))
             if image_id not in self._position:
@@ -153,24 +131,39 @@ class SGGEvaluator:
                 num_predicates=self.num_predicates,
                 num_classes=self.num_classes,
             )
-            self._results.append(self.match(self._position[image_id], image_id, prediction))
+            prediction["image_id"] = image_id
+            self._pending.append(prediction)
+            if len(self._pending) >= MATCH_BATCH_SIZE:
+                self._match_pending()
 
-    def match(self, index: int, image_id: int, prediction: Dict[str, np.ndarray]) -> ImageResult:
-        """The per-image record of one validated prediction (numpy arrays in the file dtypes)."""
-        ranked = rank_predictions(prediction["scores"], prediction["rel_pairs"], prediction["rel_scores"])
-        compact, ranked = _compact(prediction, ranked)
-        record = self.split.get_record(index)
-        gt_boxes = np.asarray(record["boxes"], dtype=np.float32)
-        gt_labels = np.asarray(record["labels"], dtype=np.int64)
-        gt_relations = np.asarray(record["relations"], dtype=np.int64).reshape(-1, 3)
-        graph_ranks, free_ranks = match_image(
-            gt_boxes, gt_labels, gt_relations, compact["boxes"], compact["labels"], compact["rel_pairs"], ranked
-        )
-        gt_triplets = np.stack(
-            [gt_labels[gt_relations[:, 0]], gt_labels[gt_relations[:, 1]], gt_relations[:, 2]], axis=1
-        )
-        compact["image_id"] = image_id
-        return ImageResult(index, image_id, gt_boxes, gt_labels, gt_triplets, graph_ranks, free_ranks, compact)
+    def _match_pending(self) -> None:
+        """Turn the queued predictions into per-image records (compact predictions + first-hit ranks)."""
+        if not self._pending:
+            return
+        indices = [self._position[prediction["image_id"]] for prediction in self._pending]
+        records = [self.split.get_record(index) for index in indices]
+        for index, record, prediction, match in zip(
+            indices, records, self._pending, match_images(self._pending, records)
+        ):
+            gt_boxes = np.asarray(record["boxes"], dtype=np.float32).reshape(-1, 4)
+            gt_labels = np.asarray(record["labels"], dtype=np.int64)
+            gt_relations = np.asarray(record["relations"], dtype=np.int64).reshape(-1, 3)
+            gt_triplets = np.concatenate([gt_labels[gt_relations[:, :2]], gt_relations[:, 2:]], axis=1)
+            # Only rows that reach a top-100 list are kept; ranking them again gives the same lists, so the
+            # predictions file reproduces every number.
+            compact = {
+                "image_id": prediction["image_id"],
+                "boxes": prediction["boxes"].copy(),
+                "labels": prediction["labels"].copy(),
+                "scores": prediction["scores"].copy(),
+                "rel_pairs": prediction["rel_pairs"][match.kept_rows],
+                "rel_scores": prediction["rel_scores"][match.kept_rows],
+            }
+            self._results.append(
+                ImageResult(index, compact["image_id"], gt_boxes, gt_labels, gt_triplets, match.graph_ranks,
+                            match.free_ranks, compact)
+            )
+        self._pending = []
 
     def _zero_shot(self) -> np.ndarray:
         if self._zero_shot_keys is None:
@@ -184,6 +177,7 @@ class SGGEvaluator:
     @property
     def results(self) -> List[ImageResult]:
         """This process's per-image records so far, in processing order."""
+        self._match_pending()
         return self._results
 
     def _unique_in_dataset_order(self, results: List[ImageResult]) -> List[ImageResult]:
@@ -240,7 +234,7 @@ class SGGEvaluator:
     def evaluate(self) -> Dict[str, float]:
         """On rank 0: the flat metric dict, printed, and written with the predictions file to ``output_dir``;
         ``{}`` on other ranks."""
-        results = _gather_on_main_process(self._results)
+        results = _gather_on_main_process(self.results)
         if results is None:
             return {}
         results = self._unique_in_dataset_order(results)

@@ -2,12 +2,13 @@
 
 The protocol (SPEC section 2) in two steps:
 
-1. **Per image** (:func:`match_image`): rank the prediction rows into the graph-constrained list (each row with its
-   argmax predicate, scored predicate prob x subject score x object score, stable descending) and the
-   no-graph-constraint list (every (row, predicate) entry, global top 100), compute ONE +1-pixel IoU matrix between
-   ground-truth and predicted boxes, and record for every ground-truth relation row the position of the first
-   prediction in each list that recalls it. A ground-truth row is recalled at K iff that rank is < K, so one
-   rank serves R, zR and mR at every K.
+1. **Per image** (:func:`match_images`, vectorised over a batch of images): rank the prediction rows into the
+   graph-constrained list (each row with its argmax predicate, scored predicate prob x subject score x object
+   score, stable descending) and the no-graph-constraint list (every (row, predicate) entry, top 100), compute ONE
+   +1-pixel IoU matrix between the image's ground-truth and predicted boxes, and record for every ground-truth
+   relation row the position of the first entry in each list that recalls it. A ground-truth row is recalled at K
+   iff that rank is < K, so one rank serves R, zR and mR at every K. Images never interact: a batch only shares
+   the numpy calls, so an image's ranks do not depend on which images it is batched with.
 2. **Over the split** (:func:`aggregate_recalls`): turn the concatenated ranks into R@K, ng-R@K, zR@K, ng-zR@K,
    mR@K, ng-mR@K and per-predicate recalls with a handful of vectorised ``bincount`` calls.
 
@@ -28,120 +29,176 @@ RECALL_KS = (20, 50, 100)
 IOU_THRESHOLD = 0.5
 # Rank stored for a ground-truth row that no prediction in the top-TOP_K list recalls.
 NO_HIT = np.iinfo(np.int32).max
-# Up to this many values, top-k selection is a full stable sort (faster than partitioning at that size).
-_FULL_SORT_MAX = 1024
 
 
 def box_iou_plus1(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """(A, B) IoU matrix of xyxy boxes with the +1 pixel convention (area = (x2 - x1 + 1)(y2 - y1 + 1)), float64."""
+    """IoU of xyxy boxes ``(..., 4)`` paired element by element (broadcasting), +1 pixel convention, float64.
+
+    The area of a box is (x2 - x1 + 1)(y2 - y1 + 1). For an (A, B) matrix pass ``a[:, None]`` and ``b[None]``.
+    """
     a = np.asarray(boxes_a, dtype=np.float64)
     b = np.asarray(boxes_b, dtype=np.float64)
-    area_a = (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
-    area_b = (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0)
-    inter_w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1.0
-    inter_h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1.0
+    area_a = (a[..., 2] - a[..., 0] + 1.0) * (a[..., 3] - a[..., 1] + 1.0)
+    area_b = (b[..., 2] - b[..., 0] + 1.0) * (b[..., 3] - b[..., 1] + 1.0)
+    inter_w = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1.0
+    inter_h = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1.0
     inter = np.clip(inter_w, 0.0, None) * np.clip(inter_h, 0.0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return inter / union
+    return inter / (area_a + area_b - inter)
 
 
-@dataclass(frozen=True)
-class RankedPredictions:
-    """The two top-``TOP_K`` lists of one image: prediction-row indices and the predicate each entry claims."""
+@dataclass
+class ImageMatch:
+    """What matching leaves of one image."""
 
-    graph_rows: np.ndarray  # (<=TOP_K,) int64, graph-constrained order
-    graph_predicates: np.ndarray  # (<=TOP_K,) int64, argmax predicate of each row
-    free_rows: np.ndarray  # (<=TOP_K,) int64, no-graph-constraint order
-    free_predicates: np.ndarray  # (<=TOP_K,) int64
+    kept_rows: np.ndarray  # (M,) int64 ascending: the relation rows either top-k list uses
+    graph_ranks: np.ndarray  # (R,) int32 first-hit rank of each ground-truth row, graph-constrained list
+    free_ranks: np.ndarray  # (R,) int32 the same in the no-graph-constraint list
 
 
-def _top_k_stable_descending(values: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest values, ordered as a stable descending sort of all of ``values`` would order them.
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    """Start of each group in a concatenation of groups of ``counts`` items."""
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
 
-    Equal values keep index order, so the result equals ``np.argsort(-values, kind="stable")[:k]`` without sorting
-    the whole array.
+
+def _top_k_per_image(image: np.ndarray, scores: np.ndarray, num_images: int, top_k: int):
+    """Each image's ``top_k`` items by descending score, ties in item order (a stable sort per image).
+
+    Items must be grouped by image in ascending order. Only items at or above their image's k-th largest score
+    (found by partitioning) are sorted. Returns the selected item indices (grouped by image, in list order),
+    their positions in their image's list, and each image's k-th largest score (-inf with fewer items).
     """
-    n = values.size
-    if n <= _FULL_SORT_MAX:  # sorting a few hundred values beats partitioning them
-        return np.argsort(-values, kind="stable")[:k]
-    threshold = np.partition(values, n - k)[n - k]  # the k-th largest value
-    above = np.flatnonzero(values > threshold)
-    ties = np.flatnonzero(values == threshold)[: k - above.size]
-    candidates = np.concatenate([above, ties])
-    candidates.sort()
-    return candidates[np.argsort(-values[candidates], kind="stable")]
+    counts = np.bincount(image, minlength=num_images)
+    kth = _kth_largest_per_image(image, scores, _offsets(counts), counts, top_k)
+    order = np.flatnonzero(scores >= kth[image])
+    order = order[np.argsort(-scores[order], kind="stable")]
+    order = order[np.argsort(image[order], kind="stable")]
+    position = np.arange(len(order)) - _offsets(np.bincount(image[order], minlength=num_images))[image[order]]
+    keep = position < top_k
+    return order[keep], position[keep], kth
 
 
-def rank_predictions(
-    entity_scores: np.ndarray, rel_pairs: np.ndarray, rel_scores: np.ndarray, top_k: int = TOP_K
-) -> RankedPredictions:
-    """Build the graph-constrained and no-graph-constraint lists of one image (SPEC section 2).
+def _kth_largest_per_image(image, scores, start, counts, k: int) -> np.ndarray:
+    """Each image's k-th largest score, -inf for an image with fewer than k items (items grouped by image)."""
+    width = int(counts.max(initial=0))
+    if width < k:
+        return np.full(len(counts), -np.inf)
+    padded = np.full((len(counts), width), -np.inf)
+    padded[image, np.arange(len(image)) - start[image]] = scores
+    return np.partition(padded, width - k, axis=1)[:, width - k]
 
-    Scores are products in float64 in the fixed order ``predicate prob x subject score x object score`` (scores
-    are non-negative). An entry never scores above its row's graph-constrained score (rounding is monotone), so
-    entries of rows scoring below the ``top_k``-th row cannot reach the no-graph-constraint top ``top_k``: only
-    the remaining rows (about ``top_k`` of them, or all rows when there are fewer) are scored entry by entry.
+
+def _pad(values: List[np.ndarray], width: int, fill, trailing=()) -> np.ndarray:
+    """Stack per-image arrays of different lengths into (B, width, *trailing), padding with ``fill``."""
+    counts = np.array([len(v) for v in values], dtype=np.int64)
+    padded = np.full((len(values), width, *trailing), fill, dtype=values[0].dtype if values else np.float64)
+    if counts.sum():
+        image = np.repeat(np.arange(len(values)), counts)
+        padded[image, np.arange(counts.sum()) - _offsets(counts)[image]] = np.concatenate(values)
+    return padded
+
+
+def match_images(predictions: Sequence[Dict], ground_truths: Sequence[Dict], top_k: int = TOP_K) -> List[ImageMatch]:
+    """Rank and match a batch of images.
+
+    Args:
+        predictions: per image ``boxes`` float32 (N, 4), ``labels`` int64 (N,), ``scores`` float32 (N,) >= 0,
+            ``rel_pairs`` int64 (R, 2), ``rel_scores`` float32 (R, P) >= 0 (validated).
+        ground_truths: per image ``boxes`` (G, 4), ``labels`` (G,), ``relations`` int64 (T, 3).
+
+    Scores are float64 products in the fixed order predicate prob x subject score x object score. An entry never
+    scores above its row's graph-constrained score (rounding is monotone), so when an image has at least
+    ``top_k`` rows, entries scoring below its ``top_k``-th row cannot reach its no-graph-constraint top ``top_k``:
+    only the entries at or above that cut-off (about ``top_k`` of them) are ranked.
     """
-    num_rows, num_predicates = rel_scores.shape
-    if num_rows == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return RankedPredictions(empty, empty, empty, empty)
-    subject_scores = entity_scores[rel_pairs[:, 0]].astype(np.float64)
-    object_scores = entity_scores[rel_pairs[:, 1]].astype(np.float64)
-    best_predicate = rel_scores.argmax(axis=1)
-    best_prob = rel_scores[np.arange(num_rows), best_predicate].astype(np.float64)
-    row_scores = best_prob * subject_scores * object_scores
-    graph_rows = _top_k_stable_descending(row_scores, top_k)
+    num_images = len(predictions)
+    rows_per_image = np.array([len(p["rel_pairs"]) for p in predictions], dtype=np.int64)
+    row_image = np.repeat(np.arange(num_images), rows_per_image)
+    row_start = _offsets(rows_per_image)
+    rel_scores = np.concatenate([p["rel_scores"] for p in predictions])
+    rel_pairs = np.concatenate([p["rel_pairs"] for p in predictions])
+    box_width = max(1, max(len(p["boxes"]) for p in predictions))
+    entity_scores = _pad([p["scores"] for p in predictions], box_width, 0).astype(np.float64)
+    subject_scores = entity_scores[row_image, rel_pairs[:, 0]]
+    object_scores = entity_scores[row_image, rel_pairs[:, 1]]
 
-    # With fewer than top_k rows every entry competes.
-    cutoff = row_scores[graph_rows[-1]] if num_rows >= top_k else -np.inf
-    candidates = np.flatnonzero(row_scores >= cutoff)
-    entry_scores = (
-        rel_scores[candidates].astype(np.float64) * subject_scores[candidates, None] * object_scores[candidates, None]
-    ).ravel()
-    # The k-th best entry scores at least the cut-off (the best entry of each top-k row does), so only entries
-    # at or above it compete; keeping them in index order keeps the stable tie order.
-    competing = np.flatnonzero(entry_scores >= cutoff)
-    free_entries = competing[_top_k_stable_descending(entry_scores[competing], top_k)]
-    return RankedPredictions(
-        graph_rows=graph_rows,
-        graph_predicates=best_predicate[graph_rows].astype(np.int64),
-        free_rows=candidates[free_entries // num_predicates],
-        free_predicates=free_entries % num_predicates,
-    )
+    # Graph-constrained list: one entry per row, its argmax predicate. ``cutoff`` is each image's k-th best row
+    # score (-inf with fewer than k rows).
+    best_prob = rel_scores.max(axis=1)
+    row_scores = best_prob.astype(np.float64) * subject_scores * object_scores
+    graph_rows, graph_position, cutoff = _top_k_per_image(row_image, row_scores, num_images, top_k)
+    graph_image = row_image[graph_rows]
+    # argmax (first maximum) of the listed rows only: finding the first entry equal to the row maximum is cheaper
+    graph_predicate = (rel_scores[graph_rows] == best_prob[graph_rows, None]).argmax(axis=1)
 
+    # No-graph-constraint list: (row, predicate) entries at or above the cut-off; the image's k-th best entry
+    # is among them (the best entries of its top-k rows all reach the cut-off). They are found with a float32
+    # pre-filter whose 1e-6 relative margin dwarfs any rounding, then scored exactly.
+    candidates = np.flatnonzero(row_scores >= cutoff[row_image])
+    pair_scores = subject_scores[candidates] * object_scores[candidates]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        threshold = cutoff[row_image[candidates]] / pair_scores * (1.0 - 1e-6)
+    threshold[np.isnan(threshold)] = -np.inf  # 0 / 0: a zero cut-off admits zero-score entries
+    survivor, competing_predicate = np.nonzero(rel_scores[candidates] >= threshold.astype(np.float32)[:, None])
+    competing_row = candidates[survivor]
+    competing_scores = rel_scores[competing_row, competing_predicate].astype(np.float64)
+    competing_scores = competing_scores * subject_scores[competing_row] * object_scores[competing_row]
+    competing = competing_scores >= cutoff[row_image[competing_row]]
+    competing_row, competing_predicate = competing_row[competing], competing_predicate[competing]
+    competing_scores = competing_scores[competing]
+    free, free_position, _ = _top_k_per_image(row_image[competing_row], competing_scores, num_images, top_k)
+    free_rows, free_predicate = competing_row[free], competing_predicate[free]
+    free_image = row_image[free_rows]
 
-def match_image(
-    gt_boxes: np.ndarray,
-    gt_labels: np.ndarray,
-    gt_relations: np.ndarray,
-    boxes: np.ndarray,
-    labels: np.ndarray,
-    rel_pairs: np.ndarray,
-    ranked: RankedPredictions,
-):
-    """First-hit ranks ``(graph (R,), no-graph-constraint (R,))`` int32 of the R ground-truth relation rows.
+    # Both lists side by side per image: (B, 2 top_k) subject, object and predicate of each entry.
+    entry_subject = np.zeros((num_images, 2 * top_k), dtype=np.int64)
+    entry_object = np.zeros((num_images, 2 * top_k), dtype=np.int64)
+    entry_predicate = np.full((num_images, 2 * top_k), -1, dtype=np.int64)  # -1: no entry, matches nothing
+    for image, position, rows, predicate in (
+        (graph_image, graph_position, graph_rows, graph_predicate),
+        (free_image, top_k + free_position, free_rows, free_predicate),
+    ):
+        entry_subject[image, position] = rel_pairs[rows, 0]
+        entry_object[image, position] = rel_pairs[rows, 1]
+        entry_predicate[image, position] = predicate
 
-    A prediction entry recalls a ground-truth row iff subject, object and predicate labels are equal and both
-    boxes overlap the ground-truth boxes with +1-pixel IoU >= 0.5. Both lists are matched in one pass over
-    their concatenation; the rank is the position of the first recalling entry (``NO_HIT`` if none).
-    """
-    num_graph = len(ranked.graph_rows)
-    if len(gt_relations) == 0 or num_graph == 0:
-        no_hit = np.full(len(gt_relations), NO_HIT, dtype=np.int32)
-        return no_hit, no_hit.copy()
-    box_match = (box_iou_plus1(gt_boxes, boxes) >= IOU_THRESHOLD) & (gt_labels[:, None] == labels[None, :])
-    rows = np.concatenate([ranked.graph_rows, ranked.free_rows])
-    predicates = np.concatenate([ranked.graph_predicates, ranked.free_predicates])
+    # (B, G, N) whether predicted box n matches ground-truth box g of image b (same label, IoU >= 0.5; the IoU is
+    # computed once per same-label pair), then one hit matrix over all ground-truth rows.
+    gt_width = max(1, max(len(g["boxes"]) for g in ground_truths))
+    gt_boxes = _pad([np.asarray(g["boxes"], np.float32).reshape(-1, 4) for g in ground_truths], gt_width, 0, (4,))
+    gt_labels = _pad([np.asarray(g["labels"], np.int64) for g in ground_truths], gt_width, -1)
+    boxes = _pad([p["boxes"] for p in predictions], box_width, 0, (4,))
+    labels = _pad([p["labels"] for p in predictions], box_width, -2)
+    same_label = gt_labels[:, :, None] == labels[:, None, :]
+    pair_image, gt_box, box = np.nonzero(same_label)
+    box_match = np.zeros_like(same_label)
+    overlap = box_iou_plus1(gt_boxes[pair_image, gt_box], boxes[pair_image, box])
+    box_match[pair_image, gt_box, box] = overlap >= IOU_THRESHOLD
+    relations = [np.asarray(g["relations"], np.int64).reshape(-1, 3) for g in ground_truths]
+    gt_rows_per_image = np.array([len(r) for r in relations], dtype=np.int64)
+    gt_image = np.repeat(np.arange(num_images), gt_rows_per_image)[:, None]
+    gt_relations = np.concatenate(relations)
     hits = (
-        box_match[gt_relations[:, 0, None], rel_pairs[rows, 0][None, :]]
-        & box_match[gt_relations[:, 1, None], rel_pairs[rows, 1][None, :]]
-        & (gt_relations[:, 2, None] == predicates[None, :])
+        box_match[gt_image, gt_relations[:, 0, None], entry_subject[gt_image[:, 0]]]
+        & box_match[gt_image, gt_relations[:, 1, None], entry_object[gt_image[:, 0]]]
+        & (gt_relations[:, 2, None] == entry_predicate[gt_image[:, 0]])
     )
     ranks = []
-    for list_hits in (hits[:, :num_graph], hits[:, num_graph:]):
+    for list_hits in (hits[:, :top_k], hits[:, top_k:]):
         ranks.append(np.where(list_hits.any(axis=1), list_hits.argmax(axis=1), NO_HIT).astype(np.int32))
-    return ranks[0], ranks[1]
+
+    kept = np.zeros(len(rel_pairs), dtype=bool)
+    kept[graph_rows] = True
+    kept[free_rows] = True
+    kept = np.flatnonzero(kept)
+    kept_split = np.split(kept - row_start[row_image[kept]], np.cumsum(np.bincount(row_image[kept],
+                                                                                  minlength=num_images))[:-1])
+    rank_split = np.cumsum(gt_rows_per_image)[:-1]
+    return [
+        ImageMatch(kept_rows, graph_ranks, free_ranks)
+        for kept_rows, graph_ranks, free_ranks in zip(
+            kept_split, np.split(ranks[0], rank_split), np.split(ranks[1], rank_split)
+        )
+    ]
 
 
 def triplet_keys(subject_classes, object_classes, predicates, num_classes: int, num_predicates: int) -> np.ndarray:
@@ -211,11 +268,3 @@ def aggregate_recalls(
             for name, value in zip(predicate_names, per_predicate):
                 results[f"per_predicate_{prefix}R@{k}/{name}"] = float(value)
     return results
-
-
-def recall_metric_names(ks: Sequence[int] = RECALL_KS) -> List[str]:
-    """The headline metric keys in printing order."""
-    names = []
-    for metric in ("R", "ng-R", "zR", "ng-zR", "mR", "ng-mR"):
-        names += [f"{metric}@{k}" for k in ks]
-    return names

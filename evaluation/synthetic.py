@@ -113,7 +113,9 @@ def random_prediction(
     labels = rng.integers(0, num_classes, num_boxes)
     if num_planted:  # jittered copies of the ground truth, most with the right class
         jitter = rng.integers(-3, 4, size=(num_planted, 4)) if coarse else rng.normal(0, 4, size=(num_planted, 4))
-        boxes[:num_planted] = gt_boxes[:num_planted] + jitter
+        jittered = gt_boxes[:num_planted] + jitter
+        jittered[:, 2:] = np.maximum(jittered[:, 2:], jittered[:, :2])  # keep x2 >= x1, y2 >= y1
+        boxes[:num_planted] = jittered
         right_class = rng.random(num_planted) < 0.8
         labels[:num_planted] = np.where(right_class, gt_labels[:num_planted], labels[:num_planted])
     scores = rng.integers(1, 5, num_boxes) / 4 if coarse else rng.uniform(0.05, 1.0, num_boxes)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from evaluation.reference_loop import evaluate_reference
 from evaluation.report import format_results
 from evaluation.sgg_evaluator import SGGEvaluator
-from evaluation.sgg_metrics import _top_k_stable_descending, box_iou_plus1, rank_predictions
+from evaluation.sgg_metrics import _top_k_per_image, box_iou_plus1, match_images
 from evaluation.synthetic import InMemorySplit, random_prediction, random_split
 
 PREDICATES = ["p0", "p1", "p2", "p3"]  # p3 occurs in no image
@@ -105,7 +105,7 @@ def test_iou_exactly_half_with_plus_one_pixels(height, recalled):
     # [0,0,9,3] gives 0.4. Without the +1 the first would be 36/81 < 0.5.
     boxes = GT_BOXES.copy()
     boxes[0] = [0, 0, 9, height]
-    iou = box_iou_plus1(GT_BOXES[:1], boxes[:1])[0, 0]
+    iou = box_iou_plus1(GT_BOXES[0], boxes[0])
     assert iou == (0.5 if recalled else 0.4)
     results = evaluate([gt_record(1, [(0, 1, 0)])], [prediction([(0, 1, {0: 0.9})], boxes=boxes)])
     assert results["R@20"] == (1.0 if recalled else 0.0)
@@ -143,22 +143,31 @@ def test_recalls_invariant_to_row_order():
         assert first[key] == pytest.approx(second[key], abs=1e-12), key
 
 
-def test_top_k_selection_equals_a_stable_full_sort_with_ties():
-    values = np.random.default_rng(0).integers(0, 5, 3000).astype(np.float64)
-    assert np.array_equal(_top_k_stable_descending(values, 100), np.argsort(-values, kind="stable")[:100])
+def test_top_k_per_image_equals_a_stable_sort_of_each_image_with_ties():
+    rng = np.random.default_rng(0)
+    counts = [0, 250, 3, 120]
+    image = np.repeat(np.arange(4), counts)
+    scores = rng.integers(0, 5, image.size).astype(np.float64)
+    selected, position, kth = _top_k_per_image(image, scores, 4, top_k=100)
+    expected = []
+    for i, start in enumerate(np.cumsum([0] + counts[:-1])):
+        expected += list(start + np.argsort(-scores[image == i], kind="stable")[:100])
+    assert selected.tolist() == expected
+    assert position.tolist() == list(range(100)) + [0, 1, 2] + list(range(100))
+    assert kth[0] == kth[2] == -np.inf and kth[1] == np.sort(scores[image == 1])[-100]
 
 
-def test_no_graph_constraint_list_is_global_top_100_entries():
-    rng = np.random.default_rng(1)
-    scores = rng.random(30).astype(np.float32)
-    pairs = rng.integers(0, 30, (300, 2))
-    rel_scores = rng.random((300, 50)).astype(np.float32)
-    ranked = rank_predictions(scores, pairs, rel_scores)
-    entries = rel_scores.astype(np.float64) * scores[pairs[:, 0], None].astype(np.float64) * scores[pairs[:, 1], None]
-    expected = np.argsort(-entries.ravel(), kind="stable")[:100]
-    assert np.array_equal(ranked.free_rows * 50 + ranked.free_predicates, expected)
-    row_scores = rel_scores.max(1).astype(np.float64) * scores[pairs[:, 0]] * scores[pairs[:, 1]]
-    assert np.array_equal(ranked.graph_rows, np.argsort(-row_scores, kind="stable")[:100])
+def test_an_image_matches_the_same_alone_or_in_a_batch():
+    rng = np.random.default_rng(2)
+    split = random_split(rng, 5, num_classes=6, num_predicates=4, boxes_per_image=8)
+    predictions = [random_prediction(rng, r, 6, 4, num_boxes=n, num_rows=rows, coarse=True)
+                   for r, n, rows in zip(split.records, (20, 0, 20, 20, 5), (300, 0, 40, 101, 100))]
+    batched = match_images(predictions, split.records)
+    for prediction, record, together in zip(predictions, split.records, batched):
+        (alone,) = match_images([prediction], [record])
+        for field in ("kept_rows", "graph_ranks", "free_ranks"):
+            assert np.array_equal(getattr(alone, field), getattr(together, field)), field
+    assert len(batched[0].kept_rows) >= 100 and len(batched[1].kept_rows) == 0
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
