@@ -1,9 +1,9 @@
 """``SGGEvaluator``: detectron2's DatasetEvaluator protocol for sgdet scene-graph recall and detection AP.
 
-Each process matches the images of its own shard as they arrive (:meth:`SGGEvaluator.process`) and keeps only a
-small record per image: the first-hit ranks of its ground-truth relations, their class triplets, the ground-truth
-boxes, and the compact predictions (every entity box plus the relation rows that reach either top-100 list). Full
-score matrices are never held. :meth:`SGGEvaluator.evaluate` gathers the records on rank 0, orders them by dataset
+Each process validates the images of its own shard as they arrive (:meth:`SGGEvaluator.process`), matches them
+in batches of ``MATCH_BATCH_SIZE``, and keeps only a small record per image: the first-hit ranks of its
+ground-truth relations, their class triplets, the ground-truth boxes, and the compact predictions (every entity box
+plus the relation rows that reach either top-100 list). At most one batch of full score matrices is held. :meth:`SGGEvaluator.evaluate` gathers the records on rank 0, orders them by dataset
 position, and computes, prints and writes everything from those same arrays, so re-evaluating the written
 predictions file reproduces the numbers bit for bit.
 """
@@ -49,11 +49,15 @@ class ImageResult:
 
 
 def _to_numpy(value, dtype) -> np.ndarray:
-    """A model output field as a numpy array of the file dtype (bf16/fp16/float64 tensors are converted)."""
+    """A model output field as a numpy array of the file dtype (bf16/fp16/float64 tensors are converted).
+
+    Tensors are copied when the conversion would share their memory: records are kept across batches, and a
+    model may reuse its output buffers.
+    """
     if isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        value = value.float() if dtype == np.float32 else value.long()
-        return value.numpy()
+        converted = value.detach().to("cpu", torch.float32 if dtype == np.float32 else torch.int64)
+        array = converted.numpy()
+        return array.copy() if converted.data_ptr() == value.data_ptr() else array
     return np.asarray(value).astype(dtype, copy=False)
 
 

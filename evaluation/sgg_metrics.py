@@ -4,9 +4,9 @@ The protocol (SPEC section 2) in two steps:
 
 1. **Per image** (:func:`match_images`, vectorised over a batch of images): rank the prediction rows into the
    graph-constrained list (each row with its argmax predicate, scored predicate prob x subject score x object
-   score, stable descending) and the no-graph-constraint list (every (row, predicate) entry, top 100), compute ONE
-   +1-pixel IoU matrix between the image's ground-truth and predicted boxes, and record for every ground-truth
-   relation row the position of the first entry in each list that recalls it. A ground-truth row is recalled at K
+   score, stable descending) and the no-graph-constraint list (every (row, predicate) entry, top 100), compute the
+   +1-pixel IoU of each (ground-truth box, predicted box) pair with equal labels once, and record for every
+   ground-truth relation row the position of the first entry in each list that recalls it. A ground-truth row is recalled at K
    iff that rank is < K, so one rank serves R, zR and mR at every K. Images never interact: a batch only shares
    the numpy calls, so an image's ranks do not depend on which images it is batched with.
 2. **Over the split** (:func:`aggregate_recalls`): turn the concatenated ranks into R@K, ng-R@K, zR@K, ng-zR@K,
@@ -90,7 +90,7 @@ def _kth_largest_per_image(image, scores, start, counts, k: int) -> np.ndarray:
 def _pad(values: List[np.ndarray], width: int, fill, trailing=()) -> np.ndarray:
     """Stack per-image arrays of different lengths into (B, width, *trailing), padding with ``fill``."""
     counts = np.array([len(v) for v in values], dtype=np.int64)
-    padded = np.full((len(values), width, *trailing), fill, dtype=values[0].dtype if values else np.float64)
+    padded = np.full((len(values), width, *trailing), fill, dtype=values[0].dtype)
     if counts.sum():
         image = np.repeat(np.arange(len(values)), counts)
         padded[image, np.arange(counts.sum()) - _offsets(counts)[image]] = np.concatenate(values)
@@ -175,12 +175,12 @@ def match_images(predictions: Sequence[Dict], ground_truths: Sequence[Dict], top
     box_match[pair_image, gt_box, box] = overlap >= IOU_THRESHOLD
     relations = [np.asarray(g["relations"], np.int64).reshape(-1, 3) for g in ground_truths]
     gt_rows_per_image = np.array([len(r) for r in relations], dtype=np.int64)
-    gt_image = np.repeat(np.arange(num_images), gt_rows_per_image)[:, None]
+    gt_image = np.repeat(np.arange(num_images), gt_rows_per_image)
     gt_relations = np.concatenate(relations)
     hits = (
-        box_match[gt_image, gt_relations[:, 0, None], entry_subject[gt_image[:, 0]]]
-        & box_match[gt_image, gt_relations[:, 1, None], entry_object[gt_image[:, 0]]]
-        & (gt_relations[:, 2, None] == entry_predicate[gt_image[:, 0]])
+        box_match[gt_image[:, None], gt_relations[:, 0, None], entry_subject[gt_image]]
+        & box_match[gt_image[:, None], gt_relations[:, 1, None], entry_object[gt_image]]
+        & (gt_relations[:, 2, None] == entry_predicate[gt_image])
     )
     ranks = []
     for list_hits in (hits[:, :top_k], hits[:, top_k:]):
@@ -190,8 +190,8 @@ def match_images(predictions: Sequence[Dict], ground_truths: Sequence[Dict], top
     kept[graph_rows] = True
     kept[free_rows] = True
     kept = np.flatnonzero(kept)
-    kept_split = np.split(kept - row_start[row_image[kept]], np.cumsum(np.bincount(row_image[kept],
-                                                                                  minlength=num_images))[:-1])
+    kept_image = row_image[kept]
+    kept_split = np.split(kept - row_start[kept_image], np.cumsum(np.bincount(kept_image, minlength=num_images))[:-1])
     rank_split = np.cumsum(gt_rows_per_image)[:-1]
     return [
         ImageMatch(kept_rows, graph_ranks, free_ranks)

@@ -139,17 +139,36 @@ def test_missing_and_unknown_images_are_reported(tmp_path, split):
         [100, 101, 102, 103, 104, 106, 107]
 
 
-def test_tool_exits_with_a_clear_message(tmp_path, split, monkeypatch):
-    path = corrupt(tmp_path, split, lambda p: p.update(format="other"))
-    monkeypatch.setattr(evaluate_tool, "load_vg_split", lambda cfg, name: split)
+def write_config(tmp_path, split):
     config = tmp_path / "config.yaml"
     config.write_text(f"DATASETS:\n  TEST: [synthetic_test]\n  VISUAL_GENOME:\n"
                       f"    ZERO_SHOT_TRIPLETS: '{write_zero_shot(tmp_path, split)}'\n")
+    return str(config)
+
+
+def test_tool_command_line_prints_the_block(tmp_path, split, monkeypatch, capsys):
+    live = run_evaluator(split, predictions_for(split), tmp_path, np.zeros((0, 3), dtype=np.int64))
+    capsys.readouterr()
+    monkeypatch.setattr(evaluate_tool, "load_vg_split", lambda cfg, name: split)
+    evaluate_tool.main(["--predictions", str(tmp_path / "sgg_predictions.pt"), "--config-file",
+                        write_config(tmp_path, split), "--output-dir", str(tmp_path / "offline"),
+                        "MODEL.DEVICE", "cpu"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"SGG eval:     R @ 20: {live['R@20']:.4f};     R @ 50: {live['R@50']:.4f};     "
+                        f"R @ 100: {live['R@100']:.4f};  for mode=sgdet, type=Recall(Main).")
+    assert lines[-1].startswith("Detection evaluation mAp=") and len(lines) == 9
+    assert (tmp_path / "offline" / "sgg_eval.json").is_file()
+
+
+def test_tool_exits_with_a_clear_message(tmp_path, split, monkeypatch):
+    path = corrupt(tmp_path, split, lambda p: p.update(format="other"))
+    monkeypatch.setattr(evaluate_tool, "load_vg_split", lambda cfg, name: split)
+    config = write_config(tmp_path, split)
     with pytest.raises(SystemExit) as exit_info:
-        evaluate_tool.main(["--predictions", path, "--config-file", str(config), "MODEL.DEVICE", "cpu"])
+        evaluate_tool.main(["--predictions", path, "--config-file", config, "MODEL.DEVICE", "cpu"])
     assert f"error: {path}: format tag" in str(exit_info.value)
     with pytest.raises(SystemExit, match="Predictions file not found"):
-        evaluate_tool.main(["--predictions", str(tmp_path / "absent.pt"), "--config-file", str(config)])
+        evaluate_tool.main(["--predictions", str(tmp_path / "absent.pt"), "--config-file", config])
 
 
 def test_not_a_predictions_file(tmp_path):
