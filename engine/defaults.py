@@ -6,6 +6,7 @@
 * :func:`default_setup`: per-process set-up (output dir, logging, seed, determinism, ``config.yaml``).
 """
 import argparse
+import json
 import logging
 import os
 import random
@@ -103,11 +104,25 @@ def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> Cf
     if comm.is_main_process():
         path = os.path.join(output_dir, "config.yaml")
         atomic_write_text(path, cfg.dump())
+        atomic_write_text(os.path.join(output_dir, "run_info.json"), json.dumps(run_info(cfg), indent=2))
         logger.info("Full config saved to %s", path)
 
     seed_all_rng(cfg.SEED + rank)
     _apply_determinism(cfg)
     return cfg
+
+
+def run_info(cfg: CfgNode) -> dict:
+    """What ran this job (device name, process count, versions), saved as ``OUTPUT_DIR/run_info.json`` for the
+    results tables."""
+    on_gpu = cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available()
+    return {
+        "device": cfg.MODEL.DEVICE,
+        "device_name": torch.cuda.get_device_name(0) if on_gpu else "CPU",
+        "world_size": comm.get_world_size(),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+    }
 
 
 def seed_all_rng(seed: int) -> None:
