@@ -1,16 +1,21 @@
 """COCO box AP of the predicted entity boxes with pycocotools (the lab's "Detection evaluation mAp").
 
 Ground truth and detections both become COCO datasets in memory with the +1 pixel width convention
-(``[x1, y1, x2 - x1 + 1, y2 - y1 + 1]``), as the published scene-graph evaluators build them; pycocotools' own
-progress prints are silenced.
+(``[x1, y1, x2 - x1 + 1, y2 - y1 + 1]``), as the published scene-graph evaluators build them; pycocotools does the
+matching (``evaluateImg``) and the averaging (``accumulate``), its progress prints silenced.
 """
 import contextlib
+import copy
 import io
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+# pycocotools' "all" area range and its largest detection budget.
+ALL_AREAS = [0.0, 1e5**2]
+MAX_DETECTIONS = 100
 
 
 def _xywh_plus1(boxes: np.ndarray) -> np.ndarray:
@@ -51,26 +56,75 @@ def _annotations(entries, with_scores: bool):
     return annotations
 
 
+def _evaluate_chunk(ground_truth, predictions, num_classes: int, column_of: Dict[int, int], merged: np.ndarray):
+    """pycocotools' per-(image, class) evaluation of one chunk of images, written into ``merged[class, image]``.
+
+    Only (image, class) pairs with ground truth or detections are evaluated (pycocotools' own loop visits every
+    pair and finds nothing in the others), and only the fields ``accumulate`` reads are kept.
+    """
+    images = [{"id": int(entry["image_id"])} for entry in ground_truth]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = _coco_dataset(images, _annotations(ground_truth, with_scores=False), num_classes)
+        coco_dt = _coco_dataset(images, _annotations(predictions, with_scores=True), num_classes)
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+    _set_params(evaluator.params, [image["id"] for image in images], num_classes)
+    evaluator._prepare()
+    for image_id, category_id in set(evaluator._gts) | set(evaluator._dts):
+        evaluator.ious[image_id, category_id] = evaluator.computeIoU(image_id, category_id)
+        result = evaluator.evaluateImg(image_id, category_id, ALL_AREAS, MAX_DETECTIONS)
+        if result is not None:
+            merged[category_id - 1, column_of[image_id]] = {
+                "dtScores": result["dtScores"],
+                "dtMatches": result["dtMatches"] > 0,
+                "dtIgnore": result["dtIgnore"],
+                "gtIgnore": result["gtIgnore"],
+            }
+
+
+def _set_params(params, image_ids: List[int], num_classes: int) -> None:
+    """Area "all" and 100 detections only: the one setting AP and AP50 read."""
+    params.imgIds = sorted(image_ids)
+    params.catIds = list(range(1, num_classes + 1))
+    params.areaRng = [ALL_AREAS]
+    params.areaRngLbl = ["all"]
+    params.maxDets = [MAX_DETECTIONS]
+
+
 def detection_ap(
-    ground_truth: Sequence[Dict], predictions: Sequence[Dict], num_classes: int
+    ground_truth: Sequence[Dict], predictions: Sequence[Dict], num_classes: int, chunk_size: int = 1000
 ) -> Tuple[float, float]:
-    """``(AP50, AP[.5:.95])`` of the predicted boxes; 0.0 where pycocotools has nothing to average.
+    """``(AP50, AP[.5:.95])`` of the predicted boxes (COCO's numbers at area "all", 100 detections per image and
+    class); 0.0 where there is nothing to average.
+
+    Images are evaluated ``chunk_size`` at a time (each (image, class) result depends on that image alone), so
+    memory stays bounded on VG test's 26k images; pycocotools' ``accumulate`` then averages them all.
 
     Args:
         ground_truth: per image ``image_id``, ``boxes`` (xyxy), ``labels`` (0-based).
-        predictions: per image ``image_id``, ``boxes`` (xyxy), ``labels`` (0-based), ``scores``.
+        predictions: the same images in the same order, with ``scores``.
         num_classes: number of object classes.
     """
-    images = [{"id": int(entry["image_id"])} for entry in ground_truth]
-    detections = _annotations(predictions, with_scores=True)
-    if not detections:
+    if not any(len(entry["boxes"]) for entry in predictions):
         return 0.0, 0.0
+    order = np.argsort([int(entry["image_id"]) for entry in ground_truth], kind="stable")
+    column_of = {int(ground_truth[i]["image_id"]): column for column, i in enumerate(order)}
+    merged = np.full((num_classes, len(order)), None, dtype=object)
+    for start in range(0, len(order), chunk_size):
+        chunk = order[start:start + chunk_size]
+        _evaluate_chunk([ground_truth[i] for i in chunk], [predictions[i] for i in chunk], num_classes,
+                        column_of, merged)
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = _coco_dataset(images, _annotations(ground_truth, with_scores=False), num_classes)
-        coco_dt = _coco_dataset(images, detections, num_classes)
-        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
-        evaluator.evaluate()
+        evaluator = COCOeval(iouType="bbox")
+        _set_params(evaluator.params, list(column_of), num_classes)
+        evaluator._paramsEval = copy.deepcopy(evaluator.params)
+        evaluator.evalImgs = list(merged.ravel())  # class-major, then image, as pycocotools lays them out
         evaluator.accumulate()
-        evaluator.summarize()
-    ap, ap50 = evaluator.stats[0], evaluator.stats[1]
-    return max(float(ap50), 0.0), max(float(ap), 0.0)
+    precision = evaluator.eval["precision"][:, :, :, 0, 0]  # (IoU thresholds, recall points, classes)
+    at_50 = precision[np.flatnonzero(np.isclose(evaluator.params.iouThrs, 0.5))[0]]
+    return _mean_defined(at_50), _mean_defined(precision)
+
+
+def _mean_defined(precision: np.ndarray) -> float:
+    """COCO's average over precision entries, skipping the -1 of classes without ground truth (0 if none)."""
+    defined = precision[precision > -1]
+    return float(defined.mean()) if defined.size else 0.0
