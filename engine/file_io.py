@@ -1,14 +1,24 @@
 """Atomic file writes: a reader sees the old file or the complete new one, never a partial write.
 
-The data goes to a temporary file in the destination's directory (same file system, so the rename is atomic),
-is flushed and fsync'ed, and then ``os.replace``-d over the destination.  If writing fails, the temporary file is
-removed and the destination is untouched.
+The data goes to a temporary file ``.<name>.<random>.tmp`` in the destination's directory (same file system, so
+the rename is atomic), is flushed and fsync'ed, given the permissions a plain ``open`` would give (``0o666`` less
+the umask: ``mkstemp`` alone makes files private, ``0o600``, which hides checkpoints from the rest of a cluster
+group), and then ``os.replace``-d over the destination.  If writing fails, the temporary file is removed and the
+destination is untouched.  A process killed mid-write (SIGKILL, OOM killer, node failure) cannot clean up; its
+temporary file is removed by :func:`remove_stale_temp_files` when the run resumes.
 """
+import logging
 import os
+import re
 import tempfile
-from typing import IO, Callable
+from typing import IO, Callable, List
 
-__all__ = ["atomic_write", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_text", "default_file_mode", "remove_stale_temp_files"]
+
+logger = logging.getLogger(__name__)
+
+# The name mkstemp gives our temporary files: "." + destination name + "." + 8 random characters + ".tmp".
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
@@ -18,6 +28,7 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
     fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), default_file_mode())
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -32,6 +43,34 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
 def atomic_write_text(path: str, text: str) -> None:
     """Atomically replace ``path`` with ``text`` (UTF-8)."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def remove_stale_temp_files(directory: str) -> List[str]:
+    """Delete the temporary files :func:`atomic_write` left in ``directory`` (and below) when a process was killed.
+
+    Call it only where no other process may be writing into ``directory`` at the same time (the trainer calls it
+    on rank 0 when it starts, before it writes anything).  Returns the removed paths.
+    """
+    removed = []
+    if not os.path.isdir(directory):
+        return removed
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            if _TEMP_NAME.match(name) and os.path.isfile(path):
+                os.remove(path)
+                removed.append(path)
+    if removed:
+        logger.info("Removed %d temporary files left by an interrupted write: %s", len(removed), removed)
+    return removed
+
+
+def default_file_mode() -> int:
+    """The permissions ``open(path, "w")`` gives a new file: ``0o666`` less the process umask (reading the umask
+    means setting it; it is restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _fsync_directory(directory: str) -> None:

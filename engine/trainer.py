@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from engine import comm
 from engine.checkpoint import ModelCheckpointer, restore_rng_state
 from engine.events import ConsoleMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
+from engine.file_io import remove_stale_temp_files
 from engine.hooks import BestCheckpointer, EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer
 from engine.hooks import PeriodicWriter
 from engine.solver import build_lr_scheduler, build_optimizer, clip_gradients
@@ -96,7 +97,10 @@ class Trainer(SimpleTrainer):
     def resume_or_load(self, resume: bool = True) -> None:
         """With ``resume`` and a ``last_checkpoint`` in OUTPUT_DIR: restore everything (model, optimizer,
         scheduler, best metric, RNG states) and continue after its iteration.  Otherwise initialise the model from
-        ``MODEL.WEIGHTS`` (if set) and start at iteration 0."""
+        ``MODEL.WEIGHTS`` (if set) and start at iteration 0.  Rank 0 first deletes the temporary files a killed
+        run left in OUTPUT_DIR (the checkpoint it was writing is incomplete; ``last_checkpoint`` never names it)."""
+        if comm.is_main_process():
+            remove_stale_temp_files(self.cfg.OUTPUT_DIR)
         resuming = resume and self.checkpointer.has_checkpoint()
         checkpoint = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resuming:
