@@ -14,11 +14,12 @@ Files are read with ``torch.load(weights_only=True)``, so a file can never run c
 """
 import math
 import os
-import tempfile
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+
+from engine.file_io import atomic_write
 
 FORMAT = "sgg-predictions/v1"
 MODE = "sgdet"
@@ -93,17 +94,7 @@ def save_predictions(path: str, images: Sequence[Dict[str, np.ndarray]]) -> None
             for image in images
         ],
     }
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".sgg_predictions.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    atomic_write(path, lambda stream: torch.save(payload, stream))
 
 
 def load_predictions(

@@ -10,7 +10,6 @@ predictions file reproduces the numbers bit for bit.
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Union
 
@@ -19,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from data.visual_genome import load_vg_split
+from engine.file_io import atomic_write_text
 
 from .detection_ap import detection_ap
 from .predictions_file import FIELDS, check_image_predictions, save_predictions
@@ -70,18 +70,6 @@ def _gather_on_main_process(items: List) -> Optional[List]:
     if dist.get_rank() != 0:
         return None
     return [item for part in gathered for item in part]
-
-
-def _write_json_atomically(path: str, payload: Dict) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=".sgg_eval.", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 class SGGEvaluator:
@@ -233,7 +221,7 @@ class SGGEvaluator:
     def write_results(output_dir: str, metrics: Dict[str, float]) -> None:
         """Write ``output_dir/sgg_eval.json`` atomically."""
         os.makedirs(output_dir, exist_ok=True)
-        _write_json_atomically(os.path.join(output_dir, RESULTS_FILE), metrics)
+        atomic_write_text(os.path.join(output_dir, RESULTS_FILE), json.dumps(metrics, indent=2))
 
     def evaluate(self) -> Dict[str, float]:
         """On rank 0: the flat metric dict, printed, and written with the predictions file to ``output_dir``;
