@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from engine.file_io import default_file_mode
+
 __all__ = [
     "H5_DTYPES",
     "atomic_write_bytes",
@@ -44,6 +46,7 @@ def _temp_path(path: str) -> str:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, default_file_mode())  # mkstemp makes the file private (0o600); give the umask's permissions
     return tmp
 
 
