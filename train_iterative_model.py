@@ -8,14 +8,16 @@
 ``--num-gpus N`` starts N processes (NCCL on GPUs; gloo when ``MODEL.DEVICE cpu``); the script also runs under
 ``torchrun``.  Training evaluates ``DATASETS.VAL`` every ``TEST.EVAL_PERIOD`` iterations (keeping
 ``best_model_final.pth`` by ``TEST.BEST_METRIC``) and ``DATASETS.TEST`` at the end; ``--eval-only`` evaluates
-``DATASETS.TEST`` with the last checkpoint (``--resume``) or ``MODEL.WEIGHTS``.
+``DATASETS.TEST`` with the last checkpoint (``--resume``) or ``MODEL.WEIGHTS``.  A user error (unknown config
+key, missing dataset file, ...) prints one line ``error: ...`` to stderr and exits with status 2.
 """
 import argparse
 import logging
+import sys
 from typing import Any, Dict
 
 from engine.checkpoint import ModelCheckpointer
-from engine.defaults import default_argument_parser, default_setup, setup_cfg
+from engine.defaults import default_argument_parser, default_setup, run_command_line, setup_cfg
 from engine.launch import launch
 from engine.trainer import Trainer
 
@@ -63,5 +65,10 @@ def run(argv=None) -> Any:
     )
 
 
+def command_line(argv=None) -> int:
+    """The ``python train_iterative_model.py`` entry point: :func:`run`; returns the exit status."""
+    return run_command_line(run, argv)
+
+
 if __name__ == "__main__":
-    run()
+    sys.exit(command_line())

@@ -3,7 +3,8 @@
 * :func:`default_argument_parser`: ``--config-file --resume --eval-only --num-gpus --num-machines --machine-rank
   --dist-url`` and trailing ``KEY VALUE`` config overrides;
 * :func:`setup_cfg`: defaults + config file + overrides, frozen (no side effects: safe before ``launch``);
-* :func:`default_setup`: per-process set-up (output dir, logging, seed, determinism, ``config.yaml``).
+* :func:`default_setup`: per-process set-up (output dir, logging, seed, determinism, ``config.yaml``);
+* :func:`run_command_line`: the top level of every command: a user error is one line ``error: …`` and exit 2.
 """
 import argparse
 import json
@@ -11,19 +12,26 @@ import logging
 import os
 import random
 import sys
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+import yaml
 
 from configs.defaults import CfgNode, get_cfg
 from engine import comm
 from engine.file_io import atomic_write_text
+from engine.launch import LaunchError
 from engine.logger import setup_logger
 
-__all__ = ["default_argument_parser", "setup_cfg", "default_setup", "seed_all_rng"]
+__all__ = ["default_argument_parser", "setup_cfg", "default_setup", "seed_all_rng", "run_command_line", "USER_ERRORS"]
 
 logger = logging.getLogger(__name__)
+
+# Errors the user fixes by changing the command, the config or the input files (the project raises them with a
+# message naming the file or config key). Any other exception is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+               LaunchError, yaml.YAMLError)
 
 
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -158,3 +166,15 @@ def _apply_determinism(cfg: CfgNode) -> None:
     else:
         torch.use_deterministic_algorithms(True)
     logger.info("DETERMINISTIC: torch.use_deterministic_algorithms enabled")
+
+
+def run_command_line(function: Callable[..., Any], *args: Any) -> int:
+    """Call ``function(*args)`` as a command's top level: returns 0, or, on one of :data:`USER_ERRORS`, prints
+    ``error: <message>`` to stderr (no traceback) and returns 2 (the exit status argparse uses for bad usage)."""
+    try:
+        function(*args)
+    except USER_ERRORS as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error  # KeyError quotes str()
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        return 2
+    return 0

@@ -21,13 +21,17 @@ import torch.multiprocessing as mp
 
 from engine import comm
 
-__all__ = ["launch", "DEFAULT_TIMEOUT", "find_free_port", "launched_by_torchrun"]
+__all__ = ["launch", "LaunchError", "DEFAULT_TIMEOUT", "find_free_port", "launched_by_torchrun"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+class LaunchError(RuntimeError):
+    """The job cannot start as asked (more processes than GPUs, no GPU): the user changes the command."""
 
 
 def find_free_port() -> int:
@@ -76,7 +80,7 @@ def launch(
     if device_type == "cuda":
         available = torch.cuda.device_count()
         if num_gpus_per_machine > available:
-            raise RuntimeError(
+            raise LaunchError(
                 f"--num-gpus {num_gpus_per_machine} asks for more GPUs than this machine has ({available}); "
                 "lower --num-gpus, or set MODEL.DEVICE cpu to run that many CPU processes"
             )
@@ -107,7 +111,7 @@ def _device_type(device: str) -> str:
     if device_type not in ("cuda", "cpu"):
         raise ValueError(f'MODEL.DEVICE must be "cuda" or "cpu", got {device!r}')
     if device_type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError('MODEL.DEVICE is "cuda" but no GPU is available; set MODEL.DEVICE cpu')
+        raise LaunchError('MODEL.DEVICE is "cuda" but no GPU is available; set MODEL.DEVICE cpu')
     return device_type
 
 
@@ -154,7 +158,7 @@ def _run_in_torchrun_process(
     comm.set_local_process_info(local_rank, local_world_size)
     if device_type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise RuntimeError(
+            raise LaunchError(
                 f"LOCAL_RANK {local_rank} has no GPU: this machine has {torch.cuda.device_count()}; "
                 "lower torchrun --nproc-per-node"
             )
