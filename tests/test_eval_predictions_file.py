@@ -160,15 +160,14 @@ def test_tool_command_line_prints_the_block(tmp_path, split, monkeypatch, capsys
     assert (tmp_path / "offline" / "sgg_eval.json").is_file()
 
 
-def test_tool_exits_with_a_clear_message(tmp_path, split, monkeypatch):
+def test_tool_exits_with_a_clear_message(tmp_path, split, monkeypatch, capsys):
     path = corrupt(tmp_path, split, lambda p: p.update(format="other"))
     monkeypatch.setattr(evaluate_tool, "load_vg_split", lambda cfg, name: split)
     config = write_config(tmp_path, split)
-    with pytest.raises(SystemExit) as exit_info:
-        evaluate_tool.main(["--predictions", path, "--config-file", config, "MODEL.DEVICE", "cpu"])
-    assert f"error: {path}: format tag" in str(exit_info.value)
-    with pytest.raises(SystemExit, match="Predictions file not found"):
-        evaluate_tool.main(["--predictions", str(tmp_path / "absent.pt"), "--config-file", config])
+    assert evaluate_tool.main(["--predictions", path, "--config-file", config, "MODEL.DEVICE", "cpu"]) == 2
+    assert f"error: {path}: format tag" in capsys.readouterr().err
+    assert evaluate_tool.main(["--predictions", str(tmp_path / "absent.pt"), "--config-file", config]) == 2
+    assert "Predictions file not found" in capsys.readouterr().err
 
 
 def test_not_a_predictions_file(tmp_path):

@@ -302,5 +302,5 @@ def test_convert_weights_tool_writes_our_names(tmp_path, monkeypatch, capsys):
     assert all(torch.equal(saved["model"][k], ours[k]) for k in ours)
     assert os.listdir(output.parent) == ["converted.pth"]  # no temporary file left behind
 
-    assert convert_weights.main(["--input", str(tmp_path / "nope.pth"), "--output", str(output)]) == 1
+    assert convert_weights.main(["--input", str(tmp_path / "nope.pth"), "--output", str(output)]) == 2
     assert "nope.pth" in capsys.readouterr().err

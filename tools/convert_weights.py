@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs.defaults import get_cfg  # noqa: E402
+from engine.defaults import run_command_line  # noqa: E402
 from engine.file_io import atomic_write  # noqa: E402
 from modeling.weight_conversion import convert_to_model_state_dict, load_checkpoint_file  # noqa: E402
 
@@ -34,8 +35,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """The command line; returns the exit status (2, with one line ``error: ...`` on stderr, for bad input)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    return run_command_line(convert, args)
+
+
+def convert(args: argparse.Namespace) -> None:
+    """Build the config's model, convert ``args.input`` into its names and write ``args.output`` atomically."""
     cfg = get_cfg()
     if args.config_file:
         cfg.merge_from_file(args.config_file)
@@ -50,15 +57,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         checkpoint = load_checkpoint_file(args.input)
         state_dict, report = convert_to_model_state_dict(checkpoint, model, input_format=cfg.INPUT.FORMAT)
     except (FileNotFoundError, ValueError, TypeError) as error:
-        print(f"error: {args.input}: {error}", file=sys.stderr)
-        return 1
+        raise ValueError(f"{args.input}: {error}") from error
     print(report)
     output = {"model": state_dict,
               "conversion": {"input": os.path.abspath(args.input), "source_format": report.source_format,
                              "missing": report.missing, "unexpected": report.unexpected}}
     atomic_write(args.output, lambda f: torch.save(output, f))
     print(f"wrote {len(state_dict)} tensors to {args.output}")
-    return 0
 
 
 if __name__ == "__main__":

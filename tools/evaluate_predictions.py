@@ -15,7 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs.defaults import get_cfg  # noqa: E402
 from data.visual_genome import load_vg_split  # noqa: E402
-from evaluation.predictions_file import PredictionsFileError, load_predictions, order_by_split  # noqa: E402
+from engine.defaults import run_command_line  # noqa: E402
+from evaluation.predictions_file import load_predictions, order_by_split  # noqa: E402
 from evaluation.sgg_evaluator import SGGEvaluator, build_zero_shot_source  # noqa: E402
 
 
@@ -40,22 +41,24 @@ def evaluate_predictions_file(cfg, path: str, output_dir: str = None) -> dict:
     return metrics
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    """The command line; returns the exit status (2, with one line ``error: ...`` on stderr, for a bad file)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--predictions", required=True, help="sgg-predictions/v1 file (sgg_predictions.pt)")
     parser.add_argument("--config-file", required=True, help="config YAML naming the dataset files")
     parser.add_argument("--output-dir", default="", help="also write sgg_eval.json here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     args = parser.parse_args(argv)
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
-    try:
+
+    def evaluate() -> None:
+        cfg = get_cfg()
+        cfg.merge_from_file(args.config_file)
+        cfg.merge_from_list(args.opts)
+        cfg.freeze()
         evaluate_predictions_file(cfg, args.predictions, args.output_dir)
-    except (PredictionsFileError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+
+    return run_command_line(evaluate)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

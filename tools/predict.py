@@ -151,19 +151,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
     from configs.defaults import get_cfg
+    from engine.defaults import run_command_line
 
-    try:
+    def run() -> None:
         cfg = get_cfg()
         cfg.merge_from_file(args.config_file)
         cfg.merge_from_list(args.opts)
         cfg.freeze()
         written = predict(cfg, list_images(args.input), args.output, args.top_k, args.score_threshold,
                           args.object_threshold)
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(written)} scene graphs (.json + .png) to {args.output}")
-    return 0
+        print(f"wrote {len(written)} scene graphs (.json + .png) to {args.output}")
+
+    return run_command_line(run)
 
 
 if __name__ == "__main__":
