@@ -177,14 +177,17 @@ def match_images(predictions: Sequence[Dict], ground_truths: Sequence[Dict], top
     gt_rows_per_image = np.array([len(r) for r in relations], dtype=np.int64)
     gt_image = np.repeat(np.arange(num_images), gt_rows_per_image)
     gt_relations = np.concatenate(relations)
-    hits = (
-        box_match[gt_image[:, None], gt_relations[:, 0, None], entry_subject[gt_image]]
-        & box_match[gt_image[:, None], gt_relations[:, 1, None], entry_object[gt_image]]
-        & (gt_relations[:, 2, None] == entry_predicate[gt_image])
-    )
+    # Entries claiming a row's predicate, then those whose two boxes match; the first such entry of each list.
+    row, entry = np.nonzero(gt_relations[:, 2, None] == entry_predicate[gt_image])
+    image = gt_image[row]
+    hit = (box_match[image, gt_relations[row, 0], entry_subject[image, entry]]
+           & box_match[image, gt_relations[row, 1], entry_object[image, entry]])
+    row, entry = row[hit], entry[hit]
     ranks = []
-    for list_hits in (hits[:, :top_k], hits[:, top_k:]):
-        ranks.append(np.where(list_hits.any(axis=1), list_hits.argmax(axis=1), NO_HIT).astype(np.int32))
+    for in_list, offset in ((entry < top_k, 0), (entry >= top_k, top_k)):
+        list_ranks = np.full(len(gt_relations), NO_HIT, dtype=np.int32)
+        np.minimum.at(list_ranks, row[in_list], (entry[in_list] - offset).astype(np.int32))
+        ranks.append(list_ranks)
 
     kept = np.zeros(len(rel_pairs), dtype=bool)
     kept[graph_rows] = True
