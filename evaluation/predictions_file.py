@@ -17,7 +17,7 @@ code.
 """
 import math
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -40,10 +40,8 @@ class PredictionsFileError(ValueError):
     """A predictions file (or a model output) that does not follow ``sgg-predictions/v1``."""
 
 
-def check_image_predictions(
-    image: Dict[str, np.ndarray], where: str, num_predicates: Optional[int] = None, num_classes: Optional[int] = None
-) -> None:
-    """Validate one image's numpy arrays (dtypes, shapes, index ranges, finite values); ``where`` prefixes errors."""
+def check_image_structure(image: Dict[str, np.ndarray], where: str, num_predicates: Optional[int] = None) -> None:
+    """Fields, dtypes and shapes of one image's numpy arrays; ``where`` prefixes errors."""
     for field, (dtype, ndim) in FIELDS.items():
         if field not in image:
             raise PredictionsFileError(f"{where}: missing field {field!r}")
@@ -64,6 +62,11 @@ def check_image_predictions(
     for field, shape in shapes.items():
         if image[field].shape != shape:
             raise PredictionsFileError(f"{where}: {field!r} has shape {tuple(image[field].shape)}, expected {shape}")
+
+
+def check_image_values(image: Dict[str, np.ndarray], where: str, num_classes: Optional[int] = None) -> None:
+    """Values of one structurally valid image: finite ordered boxes, non-negative finite scores, pair indices
+    within the boxes, labels within the classes; ``where`` prefixes errors."""
     boxes = image["boxes"]
     if boxes.size and not np.isfinite(boxes).all():
         raise PredictionsFileError(f"{where}: 'boxes' contains NaN or infinite values")
@@ -76,7 +79,7 @@ def check_image_predictions(
                 raise PredictionsFileError(f"{where}: {field!r} contains NaN or infinite values")
             if low < 0:
                 raise PredictionsFileError(f"{where}: {field!r} must be non-negative probabilities, found {low}")
-    pairs = image["rel_pairs"]
+    pairs, num_boxes = image["rel_pairs"], len(boxes)
     if pairs.size and (pairs.min() < 0 or pairs.max() >= num_boxes):
         raise PredictionsFileError(
             f"{where}: 'rel_pairs' must index the {num_boxes} boxes, found values in [{pairs.min()}, {pairs.max()}]"
@@ -85,6 +88,39 @@ def check_image_predictions(
     if labels.size and (labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes)):
         limit = f"[0, {num_classes})" if num_classes is not None else "non-negative"
         raise PredictionsFileError(f"{where}: 'labels' must be {limit}, found [{labels.min()}, {labels.max()}]")
+
+
+def check_many_image_values(
+    images: Sequence[Dict[str, np.ndarray]], where: Callable[[Dict], str], num_classes: Optional[int] = None
+) -> None:
+    """:func:`check_image_values` for structurally valid images, checked together with a few calls over their
+    concatenated arrays; on a failure each image is checked alone, so the error names the culprit."""
+    boxes = np.concatenate([image["boxes"] for image in images])
+    scores = np.concatenate([image["scores"] for image in images])
+    labels = np.concatenate([image["labels"] for image in images])
+    pairs = np.concatenate([image["rel_pairs"] for image in images])
+    num_boxes = np.array([len(image["boxes"]) for image in images])
+    pair_limit = np.repeat(num_boxes, [len(image["rel_pairs"]) for image in images])[:, None]
+    valid = (
+        bool(np.isfinite(boxes).all())
+        and bool((boxes[:, 2:] >= boxes[:, :2]).all())
+        and (not scores.size or (0 <= float(scores.min()) and math.isfinite(float(scores.max()))))
+        and (not labels.size or (labels.min() >= 0 and (num_classes is None or labels.max() < num_classes)))
+        and bool(((pairs >= 0) & (pairs < pair_limit)).all())
+    )
+    for image in images:
+        distribution = image["rel_scores"]
+        if not valid or (distribution.size and not (0 <= float(distribution.min())
+                                                    and math.isfinite(float(distribution.max())))):
+            check_image_values(image, where(image), num_classes)
+
+
+def check_image_predictions(
+    image: Dict[str, np.ndarray], where: str, num_predicates: Optional[int] = None, num_classes: Optional[int] = None
+) -> None:
+    """Validate one image's numpy arrays (structure, then values); ``where`` prefixes errors."""
+    check_image_structure(image, where, num_predicates)
+    check_image_values(image, where, num_classes)
 
 
 def save_predictions(path: str, images: Sequence[Dict[str, np.ndarray]]) -> None:

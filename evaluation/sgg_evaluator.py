@@ -21,7 +21,7 @@ from data.visual_genome import load_vg_split
 from engine.file_io import atomic_write_text
 
 from .detection_ap import detection_ap
-from .predictions_file import FIELDS, check_image_predictions, save_predictions
+from .predictions_file import FIELDS, check_image_structure, check_many_image_values, save_predictions
 from .report import format_results
 from .sgg_metrics import aggregate_recalls, match_images, triplet_keys
 from .zero_shot import load_zero_shot_triplets, unseen_triplets
@@ -59,6 +59,10 @@ def _to_numpy(value, dtype) -> np.ndarray:
         array = converted.numpy()
         return array.copy() if converted.data_ptr() == value.data_ptr() else array
     return np.asarray(value).astype(dtype, copy=False)
+
+
+def _describe(image_id: int) -> str:
+    return f"model output for image_id {image_id}"
 
 
 def _gather_on_main_process(items: List) -> Optional[List]:
@@ -111,27 +115,24 @@ class SGGEvaluator:
         self._pending = []
 
     def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
-        """Validate each image's predictions now; match them against the ground truth in batches."""
+        """Check each image's fields and shapes now; check values and match in batches of ``MATCH_BATCH_SIZE``."""
         for item, output in zip(inputs, outputs):
             image_id = int(output.get("image_id", item["image_id"]))
             if image_id not in self._position:
                 raise KeyError(f"image_id {image_id} is not in the evaluated split {self.dataset_name!r}")
             prediction = {field: _to_numpy(output[field], dtype) for field, (dtype, _) in FIELDS.items()}
-            check_image_predictions(
-                prediction,
-                f"model output for image_id {image_id}",
-                num_predicates=self.num_predicates,
-                num_classes=self.num_classes,
-            )
+            check_image_structure(prediction, _describe(image_id), num_predicates=self.num_predicates)
             prediction["image_id"] = image_id
             self._pending.append(prediction)
             if len(self._pending) >= MATCH_BATCH_SIZE:
                 self._match_pending()
 
     def _match_pending(self) -> None:
-        """Turn the queued predictions into per-image records (compact predictions + first-hit ranks)."""
+        """Check the queued predictions' values, then turn them into per-image records (compact predictions +
+        first-hit ranks)."""
         if not self._pending:
             return
+        check_many_image_values(self._pending, lambda image: _describe(image["image_id"]), self.num_classes)
         indices = [self._position[prediction["image_id"]] for prediction in self._pending]
         records = [self.split.get_record(index) for index in indices]
         for index, record, prediction, match in zip(

@@ -72,7 +72,13 @@ def test_bad_model_output_names_the_image(split_and_outputs):
     first = int(split.image_ids[0])
     outputs[first]["scores"][0] = np.nan
     evaluator = SGGEvaluator(split, zero_shot_triplets=np.zeros((0, 3), np.int64))
+    second = int(split.image_ids[1])
+    evaluator.process([{"image_id": second}], [outputs[second]])
+    evaluator.process([{"image_id": first}], [outputs[first]])  # values are checked with the batch
     with pytest.raises(PredictionsFileError, match=f"model output for image_id {first}: 'scores' contains NaN"):
-        evaluator.process([{"image_id": first}], [outputs[first]])
+        evaluator.evaluate()
+    bad_shape = dict(outputs[second], rel_scores=outputs[second]["rel_scores"][:, :3])
+    with pytest.raises(PredictionsFileError, match=f"image_id {second}: 'rel_scores' has shape"):
+        evaluator.process([{"image_id": second}], [bad_shape])  # shapes are checked at once
     with pytest.raises(KeyError, match="image_id 123456 is not in the evaluated split"):
         evaluator.process([{"image_id": 123456}], [outputs[first]])

@@ -8,7 +8,13 @@ import torch
 import tools.evaluate_predictions as evaluate_tool
 from configs.defaults import get_cfg
 from evaluation import sgg_evaluator
-from evaluation.predictions_file import PredictionsFileError, load_predictions, order_by_split, save_predictions
+from evaluation.predictions_file import (
+    PredictionsFileError,
+    check_many_image_values,
+    load_predictions,
+    order_by_split,
+    save_predictions,
+)
 from evaluation.sgg_evaluator import SGGEvaluator
 from evaluation.synthetic import random_prediction, random_split
 from evaluation.zero_shot import load_zero_shot_triplets, unseen_triplets
@@ -227,3 +233,26 @@ def test_unseen_triplets_from_training_split(monkeypatch):
     source = sgg_evaluator.build_zero_shot_source(get_cfg(), "VG_test", 4, 3)
     assert loaded == []
     assert source().tolist() == [list(t) for t in expected] and loaded == ["VG_train", "VG_test"]
+
+
+@pytest.mark.parametrize(
+    "field, position, value, message",
+    [
+        ("boxes", (0, 0), np.inf, "'boxes' contains NaN or infinite"),
+        ("boxes", (0, 2), -5.0, "'boxes' must be xyxy with x2 >= x1"),
+        ("scores", (1,), np.nan, "'scores' contains NaN"),
+        ("scores", (1,), -0.5, "'scores' must be non-negative"),
+        ("rel_scores", (2, 1), np.nan, "'rel_scores' contains NaN"),
+        ("rel_pairs", (3, 0), 30, "'rel_pairs' must index the 30 boxes"),
+        ("rel_pairs", (3, 1), -1, "'rel_pairs' must index"),
+        ("labels", (4,), NUM_CLASSES, "'labels' must be \\[0, 12\\)"),
+    ],
+)
+def test_batched_value_check_names_the_bad_image(split, field, position, value, message):
+    images = [dict(prediction, image_id=int(image_id))
+              for prediction, image_id in zip(predictions_for(split), split.image_ids)]
+    check_many_image_values(images, lambda image: f"image {image['image_id']}", NUM_CLASSES)
+    images[5][field] = images[5][field].copy()
+    images[5][field][position] = value
+    with pytest.raises(PredictionsFileError, match=f"^image 105: {message}"):
+        check_many_image_values(images, lambda image: f"image {image['image_id']}", NUM_CLASSES)
