@@ -3,9 +3,10 @@
 Each process validates the images of its own shard as they arrive (:meth:`SGGEvaluator.process`), matches them
 in batches of ``MATCH_BATCH_SIZE``, and keeps only a small record per image: the first-hit ranks of its
 ground-truth relations, their class triplets, the ground-truth boxes, and the compact predictions (every entity box
-plus the relation rows that reach either top-100 list). At most one batch of full score matrices is held. :meth:`SGGEvaluator.evaluate` gathers the records on rank 0, orders them by dataset
-position, and computes, prints and writes everything from those same arrays, so re-evaluating the written
-predictions file reproduces the numbers bit for bit.
+plus the relation rows that reach either top-100 list); at most one batch of full score matrices is held.
+:meth:`SGGEvaluator.evaluate` gathers the records on rank 0, orders them by dataset position, and computes, prints
+and writes everything from those same arrays, so re-evaluating the written predictions file reproduces the numbers
+bit for bit.
 """
 import json
 import logging

@@ -6,9 +6,9 @@ The protocol (SPEC section 2) in two steps:
    graph-constrained list (each row with its argmax predicate, scored predicate prob x subject score x object
    score, stable descending) and the no-graph-constraint list (every (row, predicate) entry, top 100), compute the
    +1-pixel IoU of each (ground-truth box, predicted box) pair with equal labels once, and record for every
-   ground-truth relation row the position of the first entry in each list that recalls it. A ground-truth row is recalled at K
-   iff that rank is < K, so one rank serves R, zR and mR at every K. Images never interact: a batch only shares
-   the numpy calls, so an image's ranks do not depend on which images it is batched with.
+   ground-truth relation row the position of the first entry in each list that recalls it. A ground-truth row is
+   recalled at K iff that rank is < K, so one rank serves R, zR and mR at every K. Images never interact: a batch
+   only shares the numpy calls, so an image's ranks do not depend on which images it is batched with.
 2. **Over the split** (:func:`aggregate_recalls`): turn the concatenated ranks into R@K, ng-R@K, zR@K, ng-zR@K,
    mR@K, ng-mR@K and per-predicate recalls with a handful of vectorised ``bincount`` calls.
 

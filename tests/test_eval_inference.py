@@ -51,7 +51,8 @@ def test_runs_model_in_eval_mode_and_returns_metrics(split_and_outputs):
     split, outputs = split_and_outputs
     model = ReplayModel(outputs)
     model.train()
-    loader = [[{"image_id": int(i)}] for i in split.image_ids[:3]] + [[{"image_id": int(i)} for i in split.image_ids[3:]]]
+    ids = [int(i) for i in split.image_ids]
+    loader = [[{"image_id": i}] for i in ids[:3]] + [[{"image_id": i} for i in ids[3:]]]  # batches of 1 and 2
     evaluator = SGGEvaluator(split, zero_shot_triplets=np.zeros((0, 3), np.int64), inference_amp=True)
     results = inference_on_dataset(model, loader, evaluator)
     assert results == direct_metrics(split, outputs)
