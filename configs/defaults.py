@@ -265,6 +265,8 @@ _C.TEST.BEST_METRIC = "mR@100"
 # Inference post-processing: class-aware NMS IoU over the entity boxes, relation rows kept per image.
 _C.TEST.NMS_THRESH = 0.5
 _C.TEST.RELATIONS_PER_IMAGE = 300
+# Boxes kept per image (best scores) by the detector meta-architectures DETRDetector / FCOSDetector.
+_C.TEST.DETECTIONS_PER_IMAGE = 100
 
 
 def get_cfg() -> CfgNode:
