@@ -3,9 +3,16 @@ from typing import Optional, Sequence
 
 from torch import nn
 
+from .detr_detector import DETRDetector
+from .fcos_detector import FCOSDetector
 from .iterative_model import IterativeSceneGraphModel
 
-META_ARCHITECTURES = {"IterativeSceneGraphModel": IterativeSceneGraphModel}
+# The scene-graph model and the two detectors that pre-train its starting points on Visual Genome boxes.
+META_ARCHITECTURES = {
+    "IterativeSceneGraphModel": IterativeSceneGraphModel,
+    "DETRDetector": DETRDetector,
+    "FCOSDetector": FCOSDetector,
+}
 
 
 def _build_backbone(cfg) -> nn.Module:
