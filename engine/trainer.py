@@ -27,6 +27,9 @@ __all__ = ["Trainer", "create_ddp_model", "unwrap_model"]
 
 logger = logging.getLogger(__name__)
 
+# Meta-architectures that output plain detections (boxes, labels, scores) rather than scene graphs.
+DETECTOR_META_ARCHITECTURES = ("DETRDetector", "FCOSDetector")
+
 
 def create_ddp_model(model: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
     """``model`` wrapped in DistributedDataParallel when there are several processes, else unchanged."""
@@ -207,6 +210,11 @@ class Trainer(SimpleTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_dir: str):
+        """Box AP (``detection_eval.json``) for the pre-training detectors, scene-graph metrics otherwise."""
+        if cfg.MODEL.META_ARCHITECTURE in DETECTOR_META_ARCHITECTURES:
+            from evaluation.detection_evaluator import build_detection_evaluator
+
+            return build_detection_evaluator(cfg, dataset_name, output_dir)
         from evaluation import build_sgg_evaluator
 
         return build_sgg_evaluator(cfg, dataset_name, output_dir)
