@@ -9,7 +9,11 @@
   ``bbox_embed``, ``backbone.0.body``; or the detectron2 DETR wrapper with a ``detr.`` prefix). The decoder (and
   its final norm) is copied into the subject, object and relation decoders, ``query_embed`` into the three query
   embeddings, the class head into ``transformer.object_embed`` and the box head into
-  ``transformer.object_bbox_coords``; the relation head and the conditioning modules stay as initialised;
+  ``transformer.object_bbox_coords``; the relation head and the conditioning modules stay as initialised.
+  Every key may also keep its own name, so the same file loads into ``DETRDetector`` (DETR pre-training on VG);
+  a finished ``DETRDetector`` run is such a checkpoint (the hand-off of the released recipe);
+* ``fcos-detector``: a finished ``FCOSDetector`` run (``backbone.*``, ``fcos.head.*``) -> the "Ours" model's
+  backbone, FPN and ``centermask.fcos.head.*``;
 * ``vovnet``: vovnet-detectron2/centermask2 weights (``backbone.bottom_up.*``, ``backbone.fpn_lateral{3,4,5}``,
   ``backbone.fpn_output{3,4,5}``, ``backbone.top_block.p6/p7``, or the bare ImageNet names ``stem.*``/``stageN.*``).
   Only the backbone is converted; their heads (FCOS, mask) are reported as unexpected;
@@ -108,15 +112,24 @@ _DETR_REPLICATED_PREFIXES = {
 
 
 def rename_single_decoder_detr(name: str) -> List[str]:
-    """Single-decoder DETR key -> ours; decoder, decoder norm and queries are replicated (several targets)."""
+    """Single-decoder DETR key -> ours; decoder, decoder norm and queries are replicated (several targets).
+
+    The DETR name itself is the last candidate, for a ``DETRDetector`` model (only candidates the model has are
+    used)."""
     name = _strip(name, "detr.")
     backbone = rename_detr_backbone(name)
     if backbone is not None:
         return [backbone]
     for prefix, targets in _DETR_REPLICATED_PREFIXES.items():
         if name.startswith(prefix):
-            return [target + name[len(prefix):] for target in targets]
+            renamed = [target + name[len(prefix):] for target in targets]
+            return renamed + ([name] if name not in renamed else [])
     return [name]
+
+
+def rename_fcos_detector(name: str) -> List[str]:
+    """``FCOSDetector`` key -> ours: the FCOS module moves under the CenterMask encoder, the backbone stays."""
+    return ["centermask." + name] if name.startswith("fcos.") else [name]
 
 
 _CENTERMASK_FPN = {
@@ -173,6 +186,12 @@ SOURCE_FORMATS: List[SourceFormat] = [
         rename_single_decoder_detr,
         ("relation head (transformer.relation_embed) and decoder conditioning modules are not in a DETR "
          "checkpoint and keep their initialisation",)),
+    SourceFormat(
+        "fcos-detector", "FCOSDetector pre-training run (backbone kept, fcos.* -> centermask.fcos.*)",
+        lambda keys: _any_startswith(keys, "fcos.head."),
+        rename_fcos_detector,
+        ("CenterMask RoI-token modules and the DETR encoder/decoders are not in an FCOS run and keep their "
+         "initialisation",)),
     SourceFormat(
         "vovnet", "vovnet-detectron2 / centermask2 weights (backbone and FPN converted, heads dropped)",
         lambda keys: _any_startswith(keys, "backbone.fpn_lateral", "backbone.top_block.", "stem.stem_1/",
