@@ -8,6 +8,11 @@ The model of the config (default: ResNet-101 IterativeSG) is built on the CPU to
 torchvision ImageNet weights, or one of ours) is renamed by ``modeling.weight_conversion`` and written atomically to
 OUT as ``{"model": state_dict, "conversion": {...}}``, loadable through ``MODEL.WEIGHTS``.  The conversion report
 (source format, missing and unexpected keys, input-format notes) is printed.
+
+IN may also be the OUTPUT_DIR of a detector pre-training run (the checkpoint its ``last_checkpoint`` names): a
+``DETRDetector`` run becomes an IterativeSG initialisation (decoder into the three decoders, class and box heads
+to the subject/object heads, a fresh predicate head), an ``FCOSDetector`` run the "Ours" backbone, FPN and FCOS
+head (``--config-file configs/iterative_vovnet99_centermask.yaml``).
 """
 import argparse
 import logging
@@ -27,11 +32,23 @@ from modeling.weight_conversion import convert_to_model_state_dict, load_checkpo
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True, help="weights file to convert")
+    parser.add_argument("--input", required=True, help="weights file to convert, or a run's OUTPUT_DIR")
     parser.add_argument("--output", required=True, help="converted file to write (.pth)")
     parser.add_argument("--config-file", default="", help="config of the target model (YAML, _BASE_ allowed)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides as KEY VALUE pairs")
     return parser.parse_args(argv)
+
+
+def resolve_input(path: str) -> str:
+    """``path`` itself, or for a run directory the checkpoint named by its ``last_checkpoint`` file."""
+    if not os.path.isdir(path):
+        return path
+    marker = os.path.join(path, "last_checkpoint")
+    if not os.path.isfile(marker):
+        raise FileNotFoundError(f"{path} is a directory without a last_checkpoint file (not a finished run's "
+                                "OUTPUT_DIR); pass the checkpoint file itself")
+    with open(marker) as f:
+        return os.path.join(path, f.read().strip())
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -54,6 +71,7 @@ def convert(args: argparse.Namespace) -> None:
 
     model = modeling.build_model(cfg)
     try:
+        args.input = resolve_input(args.input)
         checkpoint = load_checkpoint_file(args.input)
         state_dict, report = convert_to_model_state_dict(checkpoint, model, input_format=cfg.INPUT.FORMAT)
     except (FileNotFoundError, ValueError, TypeError) as error:
