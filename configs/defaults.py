@@ -8,6 +8,7 @@ import difflib
 import os
 from typing import Any, Dict, List
 
+import yaml
 from fvcore.common.config import BASE_KEY
 from fvcore.common.config import CfgNode as _FvCfgNode
 
@@ -25,7 +26,15 @@ class CfgNode(_FvCfgNode):
     def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
         if not os.path.isfile(cfg_filename):
             raise FileNotFoundError(f"Config file not found: {cfg_filename}")
-        loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe)
+        try:
+            loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe)
+        except FileNotFoundError as error:  # the file exists, so a _BASE_ it inherits from does not
+            raise FileNotFoundError(
+                f"{cfg_filename}: the {BASE_KEY} config file it inherits from does not exist: {error.filename} "
+                f"(a relative {BASE_KEY} path is relative to the folder of the file naming it)"
+            ) from None
+        except yaml.YAMLError as error:
+            raise ValueError(f"{cfg_filename} is not valid YAML: {' '.join(str(error).split())}") from None
         if loaded is None:  # an empty YAML file
             return
         if not isinstance(loaded, dict):
