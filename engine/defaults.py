@@ -99,7 +99,10 @@ def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> Cf
     output_dir = cfg.OUTPUT_DIR
     if not output_dir:
         raise ValueError("OUTPUT_DIR must not be empty")
-    os.makedirs(output_dir, exist_ok=True)
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as error:  # a path through a file, a read-only or full file system, no permission
+        raise type(error)(error.errno, f"OUTPUT_DIR {output_dir!r} cannot be created: {error.strerror}") from None
     setup_logger(output_dir, rank)
     logger.info("Rank %d of %d processes (local rank %d); Python %s; torch %s; CUDA available: %s",
                 rank, comm.get_world_size(), comm.get_local_rank(), sys.version.split()[0], torch.__version__,
