@@ -5,7 +5,6 @@ import os
 
 import pytest
 import torch
-from torchvision.ops import box_convert
 
 from configs.defaults import get_cfg
 from modeling import build_model
@@ -58,8 +57,9 @@ def test_detr_detector_names_are_a_rename_of_the_scene_graph_model():
     scene_graph = build_on_meta(config("iterative_model.yaml"))
     converted, report = convert_to_model_state_dict(detector.state_dict(), scene_graph)
     assert report.source_format == "detr" and report.unexpected == []
-    fresh = ("transformer.relation_embed.", "transformer.decoder.object_pos", "transformer.decoder.relation_pos",
-             "transformer.decoder.subject_graph", "transformer.decoder.object_graph", "transformer.decoder.relation_graph")
+    fresh = tuple(f"transformer.{name}" for name in (
+        "relation_embed.", "decoder.object_pos", "decoder.relation_pos", "decoder.subject_graph",
+        "decoder.object_graph", "decoder.relation_graph"))
     assert report.missing and all(key.startswith(fresh) for key in report.missing)
     assert report.converted["class_embed.weight"] == ["transformer.object_embed.weight"]
     assert report.converted["transformer.decoder.layers.0.linear1.weight"] == [

@@ -102,7 +102,8 @@ def test_pretrain_evaluate_and_hand_off(world, tmp_path, detector, target_overri
     loaded = model.state_dict()
     if detector == "tiny_detr_cpu.yaml":
         pairs = [("class_embed.weight", "transformer.object_embed.weight"),
-                 ("transformer.decoder.layers.1.linear2.weight", "transformer.decoder.relation_layers.1.linear2.weight"),
+                 ("transformer.decoder.layers.1.linear2.weight",
+                  "transformer.decoder.relation_layers.1.linear2.weight"),
                  ("query_embed.weight", "object_query_embed.weight"),
                  ("transformer.encoder.layers.0.self_attn.in_proj_weight",) * 2]
         fresh = [key for key in report.missing if key.startswith("transformer.relation_embed.")]
