@@ -1,5 +1,5 @@
 """The IterativeSG meta-architecture: batch items in, losses (training) or scene graphs (inference) out."""
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
