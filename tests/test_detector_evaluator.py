@@ -1,6 +1,6 @@
 """Box-AP evaluation of the pre-training detectors: COCO's six numbers as pycocotools' full summary gives them,
 the DatasetEvaluator protocol (dataset order, duplicates, bad outputs) and the atomically written
-detection_eval.json."""
+detection_eval.json, with the records of several processes."""
 import contextlib
 import io
 import json
@@ -11,6 +11,7 @@ import pytest
 import torch
 from pycocotools.cocoeval import COCOeval
 
+from evaluation import detection_evaluator
 from evaluation.detection_ap import _annotations, _coco_dataset, coco_box_metrics
 from evaluation.detection_evaluator import RESULTS_FILE, DetectionEvaluator
 from evaluation.synthetic import random_prediction, random_split
@@ -120,3 +121,27 @@ def test_output_without_scores_is_named():
     output = {"image_id": split.records[0]["image_id"], "boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}
     with pytest.raises(KeyError, match=r"lacks \['scores'\]"):
         DetectionEvaluator(split).process([{"image_id": output["image_id"]}], [output])
+
+
+
+def test_rank_zero_evaluates_every_shard_and_other_ranks_return_nothing(tmp_path, monkeypatch):
+    """The gather itself is the SGG evaluator's (tested with two gloo processes there); here rank 0 receives both
+    shards' records and rank 1 nothing, as ``_gather_on_main_process`` hands them over."""
+    split, predictions = scaled_world(seed=5, num_images=9)
+    outputs = as_outputs(predictions)
+    single = DetectionEvaluator(split)
+    single.process([{"image_id": o["image_id"]} for o in outputs], outputs)
+    expected = single.evaluate()
+
+    shards = []
+    for rank in (0, 1):
+        evaluator = DetectionEvaluator(split, output_dir=str(tmp_path / f"rank{rank}"))
+        for i in list(range(rank, 9, 2))[::-1]:  # arrival order must not matter
+            evaluator.process([{"image_id": outputs[i]["image_id"]}], [outputs[i]])
+        shards.append(evaluator)
+    monkeypatch.setattr(detection_evaluator, "_gather_on_main_process", lambda items: None)
+    assert shards[1].evaluate() == {} and not (tmp_path / "rank1").exists()
+    gathered = shards[1]._detections + shards[0]._detections
+    monkeypatch.setattr(detection_evaluator, "_gather_on_main_process", lambda items: gathered)
+    assert shards[0].evaluate() == expected and expected["num_images"] == 9 and 0 < expected["AP"] < 1
+    assert (tmp_path / "rank0" / RESULTS_FILE).is_file()
