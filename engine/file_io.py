@@ -46,20 +46,17 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def remove_stale_temp_files(directory: str) -> List[str]:
-    """Delete the temporary files :func:`atomic_write` left in ``directory`` (and below) when a process was killed.
+    """Delete the temporary files :func:`atomic_write` left in ``directory`` (not below) when a process was killed.
 
     Call it only where no other process may be writing into ``directory`` at the same time (the trainer calls it
     on rank 0 when it starts, before it writes anything).  Returns the removed paths.
     """
-    removed = []
     if not os.path.isdir(directory):
-        return removed
-    for root, _, files in os.walk(directory):
-        for name in files:
-            path = os.path.join(root, name)
-            if _TEMP_NAME.match(name) and os.path.isfile(path):
-                os.remove(path)
-                removed.append(path)
+        return []
+    removed = [os.path.join(directory, name) for name in sorted(os.listdir(directory)) if _TEMP_NAME.match(name)]
+    removed = [path for path in removed if os.path.isfile(path)]
+    for path in removed:
+        os.remove(path)
     if removed:
         logger.info("Removed %d temporary files left by an interrupted write: %s", len(removed), removed)
     return removed

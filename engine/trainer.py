@@ -101,9 +101,13 @@ class Trainer(SimpleTrainer):
         """With ``resume`` and a ``last_checkpoint`` in OUTPUT_DIR: restore everything (model, optimizer,
         scheduler, best metric, RNG states) and continue after its iteration.  Otherwise initialise the model from
         ``MODEL.WEIGHTS`` (if set) and start at iteration 0.  Rank 0 first deletes the temporary files a killed
-        run left in OUTPUT_DIR (the checkpoint it was writing is incomplete; ``last_checkpoint`` never names it)."""
+        run left in OUTPUT_DIR and its evaluation folders (the checkpoint it was writing is incomplete;
+        ``last_checkpoint`` never names it)."""
         if comm.is_main_process():
-            remove_stale_temp_files(self.cfg.OUTPUT_DIR)
+            cfg = self.cfg
+            for dataset in {*cfg.DATASETS.VAL, *cfg.DATASETS.TEST}:
+                remove_stale_temp_files(os.path.join(cfg.OUTPUT_DIR, "inference", dataset))
+            remove_stale_temp_files(cfg.OUTPUT_DIR)
         resuming = resume and self.checkpointer.has_checkpoint()
         checkpoint = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resuming:
