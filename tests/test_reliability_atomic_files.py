@@ -31,15 +31,14 @@ def test_written_files_follow_the_umask(tmp_path, restore_umask, mask, expected)
 
 
 def test_stale_temp_files_are_removed_and_nothing_else(tmp_path):
-    (tmp_path / "inference" / "VG_val").mkdir(parents=True)
-    stale = [tmp_path / ".model_0000003.pth.k2j_9xq1.tmp",
-             tmp_path / "inference" / "VG_val" / ".sgg_eval.json.a1b2c3d4.tmp"]
+    (tmp_path / "inference").mkdir()
+    stale = [tmp_path / ".model_0000003.pth.k2j_9xq1.tmp", tmp_path / ".last_checkpoint.a1b2c3d4.tmp"]
     kept = [tmp_path / "model_0000001.pth", tmp_path / "notes.tmp", tmp_path / ".hidden.tmp",
-            tmp_path / "events.out.tfevents.1.host", tmp_path / "inference" / "VG_val" / "sgg_eval.json"]
+            tmp_path / "events.out.tfevents.1.host", tmp_path / "inference" / ".sgg_eval.json.a1b2c3d4.tmp"]
     for path in stale + kept:
         path.write_bytes(b"x")
-    assert sorted(remove_stale_temp_files(str(tmp_path))) == sorted(map(str, stale))
-    assert all(path.exists() for path in kept) and not any(path.exists() for path in stale)
+    assert remove_stale_temp_files(str(tmp_path)) == sorted(map(str, stale))
+    assert all(path.exists() for path in kept) and not any(path.exists() for path in stale)  # not below it
 
 
 def test_converted_weights_are_renamed_into_place(tmp_path, monkeypatch, capsys):

@@ -22,7 +22,16 @@ def _restore_root_logging():
     root.setLevel(level)
 
 
-def test_nan_and_inf_losses_stop_training_and_nothing_is_saved_after_them(tmp_path, monkeypatch):
+@pytest.fixture
+def one_thread():
+    """Three real iterations: one thread is faster than two on a shared, busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_nan_and_inf_losses_stop_training_and_nothing_is_saved_after_them(tmp_path, monkeypatch, one_thread):
     world = make_world(str(tmp_path / "world"))
     criterion_forward, calls = SceneGraphCriterion.forward, []
 
