@@ -1,7 +1,8 @@
 """Distributed faults without a supervisor: when one rank of a job started by ``torchrun`` (or on another
 machine) is SIGKILLed or freezes, the surviving rank exits with an error -- at once when the peer's connection
-closes, after the process-group timeout when the peer is frozen -- instead of hanging.  (tests/test_engine_launch.py
-covers a rank that raises under ``--num-gpus``, where the launcher stops the others.)"""
+closes, after the process-group timeout when the peer is frozen -- instead of hanging; and a ``--num-gpus 2``
+training job whose second process is SIGKILLed ends with an error.  (tests/test_engine_launch.py covers a rank
+that raises under ``launch``.)"""
 import os
 import re
 import signal
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from engine.launch import find_free_port
-from tests.reliability_helpers import ROOT
+from tests.reliability_helpers import ROOT, TINY_CONFIG, make_world, run_training, temp_files
 
 # One rank of a 2-process gloo job, joined through the torchrun environment variables; rank 1 SIGKILLs or
 # SIGSTOPs itself after the first barrier, rank 0 then waits for it in an all_reduce.
@@ -66,3 +67,19 @@ def test_surviving_rank_exits_with_an_error_instead_of_hanging(fault, survivor_m
                 process.kill()  # SIGKILL also ends a stopped process
             process.communicate()
     assert ranks[1].returncode == -signal.SIGKILL
+
+
+def test_training_job_stops_when_one_of_its_processes_is_killed(tmp_path):
+    """``--num-gpus 2`` on the CPU (gloo DDP, the real model): rank 1 is SIGKILLed mid-iteration; the job ends
+    with an error naming the killed process instead of waiting for it, and writes no checkpoint."""
+    world = make_world(str(tmp_path / "world"))
+    out = str(tmp_path / "out")
+    argv = ["--num-gpus", "2", "--config-file", TINY_CONFIG, *world, "OUTPUT_DIR", out, "MODEL.DEVICE", "cpu",
+            "SOLVER.MAX_ITER", "3", "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()",
+            "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96", "MODEL.DDP_FIND_UNUSED_PARAMETERS", "True"]
+    start = time.monotonic()
+    returncode, output = run_training(argv, str(tmp_path / "log.txt"), kill_at="step:0@1")
+    assert time.monotonic() - start < 150
+    assert returncode not in (0, -signal.SIGKILL), output[-3000:]
+    assert re.search(r"process 1 terminated with signal SIGKILL|Connection closed by peer", output), output[-3000:]
+    assert not [name for name in os.listdir(out) if name.endswith(".pth")] and temp_files(out) == []
