@@ -11,8 +11,8 @@ For every config, on the same device and in one process, after ``--warmup`` unti
 * ``bb_fb``: the model's own backbone, forward + backward on the training batch (loss = sum of the means of the
   output maps the model uses: ``MODEL.ENCODER.IN_FEATURE``, or every level with the CenterMask encoder);
 * ``step``: one full training step as the trainer runs it (``engine.train_loop.SimpleTrainer.run_step``: host-to-
-  device copy, forward, targets, Hungarian matcher, losses, the loss reduction with its one host sync, backward,
-  gradient clipping, AdamW step), and ``img/s`` = batch / step;
+  device copy, forward, targets, Hungarian matcher, losses, the loss reduction (a host sync), backward, gradient
+  clipping and its recorded norm (a host sync), AdamW step), and ``img/s`` = batch / step;
 * ``bb_f``: the backbone's inference forward at batch 1 on the inference image;
 * ``infer``: end-to-end inference of one image as ``tools/predict.py`` does it: resize of the uint8 original on the
   host (``data.transforms``), normalisation and padding, the model, post-processing, results copied to the host;
@@ -25,7 +25,7 @@ untimed iteration of each phase): ``torch.cuda.max_memory_allocated`` on a GPU (
 included); on the CPU the rise of the process's resident set size over the iteration.
 
 Inputs: a batch of ``--batch`` uint8 images of ``--size SHORT MAX`` (height x width; image i is 16·i px narrower,
-so padding is exercised) with about 10 boxes and 7 distinct relations each, random but valid; the inference image
+so padding is exercised) with 10 boxes and 7 distinct relations each, random but valid; the inference image
 is a 3/4-scale original resized back to that size.  Trailing ``KEY VALUE`` pairs override every config (config
 files are the arguments of ``--config-file`` ending in .yaml/.yml; the first other argument starts the overrides).
 
@@ -33,7 +33,10 @@ The table has one row per config; its LAST line is ``train_ratio_to_backbone=<a>
 for the FIRST config (step / bb_fb and infer / bb_f).  ``--profile`` prints, before the table, a torch.profiler
 top-15 table of training steps of the first config and the host time of its parts (forward, backbone,
 transformer, CenterMask, targets, matcher, criterion, loss reduction, clip, optimizer; backward is the rest); on a
-GPU also the host-device synchronisations of one step and where they happen.  ``--json-out`` writes every number.
+GPU also the host-device synchronisations of one step and where they happen; on any device the ATen operators
+dispatched per step (a proxy of kernel launches) and the operators that wait for a GPU, by part.  ``--flops`` only
+counts the arithmetic of backbone and transformer on meta tensors (the floor of step / bb_fb), without timing.
+``--json-out`` writes every number.
 """
 import argparse
 import contextlib
@@ -232,6 +235,11 @@ def load_config(path: str, device: str, opts: Sequence[str], compile_model: bool
     return cfg
 
 
+def _used_features(model) -> List[str]:
+    """The backbone outputs the model consumes (the others get no gradient in a training step either)."""
+    return [model.in_feature] if model.centermask is None else sorted(model.backbone.output_shape())
+
+
 def _autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
     if amp_dtype is None:
         return contextlib.nullcontext()
@@ -249,9 +257,7 @@ class BenchmarkedModel:
         self.optimizer = build_optimizer(cfg, self.model)
         self.train_model = torch.compile(self.model) if cfg.MODEL.COMPILE else self.model
         self.backbone = torch.compile(self.model.backbone) if cfg.MODEL.COMPILE else self.model.backbone
-        # The outputs the model consumes (the others get no gradient in a training step either).
-        self.used_features = ([self.model.in_feature] if self.model.centermask is None
-                              else sorted(self.model.backbone.output_shape()))
+        self.used_features = _used_features(self.model)
         self.trainer = SimpleTrainer(self.train_model, None, self.optimizer,
                                      clip_gradients=functools.partial(clip_gradients, cfg), amp_dtype=amp_dtype)
 
@@ -331,6 +337,45 @@ def benchmark_config(cfg, config_name: str, amp_dtype: Optional[torch.dtype], ba
     )
 
 
+def arithmetic_gflop(cfg, batch_size: int, size: Tuple[int, int]) -> Dict[str, float]:
+    """GFLOP of the backbone and of the input projection + transformer (forward, and forward + backward) for a
+    batch of ``batch_size`` images of ``size``, counted by ``torch.utils.flop_counter`` on meta tensors (shapes
+    only: instant on any machine).  Their ratio is the floor of step / bb_fb if every kernel were equally efficient
+    (the matcher, losses and optimizer add little arithmetic)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "meta"
+    model = build_model(cfg)
+    images = torch.empty(batch_size, 3, *size, device="meta")
+    counts = {}
+    with FlopCounterMode(display=False) as counter:
+        features = model.backbone(images)
+        counts["backbone_fwd"] = counter.get_total_flops()
+        sum(features[name].float().mean() for name in _used_features(model)).backward()
+        counts["backbone_fwd_bwd"] = counter.get_total_flops()
+    feature = features[model.in_feature].detach()
+    tokens = feature.shape[-2] * feature.shape[-1]
+    pos = torch.empty(batch_size, tokens, cfg.MODEL.DETR.HIDDEN_DIM, device="meta")
+    mask = torch.zeros(batch_size, tokens, dtype=torch.bool, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        src = model.input_proj(feature).flatten(2).transpose(1, 2)
+        outputs = model.transformer(src, pos, mask, model.query_embed.weight, model.object_query_embed.weight,
+                                    model.relation_query_embed.weight)
+        counts["transformer_fwd"] = counter.get_total_flops()
+        sum(value.float().mean() for value in outputs.values()).backward()
+        counts["transformer_fwd_bwd"] = counter.get_total_flops()
+    return {name: value / 1e9 for name, value in counts.items()}
+
+
+def format_arithmetic(name: str, gflop: Dict[str, float]) -> str:
+    share = gflop["transformer_fwd_bwd"] / gflop["backbone_fwd_bwd"]
+    return (f"{name}: backbone {gflop['backbone_fwd']:.0f} GFLOP forward, {gflop['backbone_fwd_bwd']:.0f} forward+"
+            f"backward; transformer (CenterMask head not counted) {gflop['transformer_fwd']:.0f} / "
+            f"{gflop['transformer_fwd_bwd']:.0f}: step / bb_fb >= {1 + share:.2f} at equal efficiency")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Profile of the training step
 # ----------------------------------------------------------------------------------------------------------------
@@ -393,7 +438,9 @@ def profile_training_step(bench: BenchmarkedModel, warmup: int, steps: int) -> N
         if name.startswith("Optimizer.zero_grad#"):
             host_ms["zero_grad"] = event.cpu_time_total / 1000.0 / steps
     print(format_profile_parts(host_ms))
-    print(format_sync_operators(count_sync_operators(prof.events()), steps))
+    events = prof.events()
+    print(format_dispatched_operators(count_dispatched_operators(events), steps))
+    print(format_sync_operators(count_sync_operators(events), steps))
     if on_gpu:
         print(format_sync_sites(count_host_syncs(bench)))
 
@@ -415,6 +462,12 @@ def format_profile_parts(host_ms: Dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+# Operators that only make views or allocate (no kernel on a GPU).
+VIEW_OPERATORS = {f"aten::{name}" for name in (
+    "as_strided", "view", "reshape", "transpose", "t", "permute", "expand", "expand_as", "unsqueeze", "squeeze",
+    "select", "slice", "empty", "empty_strided", "empty_like", "_unsafe_view", "alias", "detach", "resolve_conj",
+    "resolve_neg", "lift_fresh", "split", "split_with_sizes", "unbind", "narrow", "flatten", "unflatten",
+    "_reshape_alias", "view_as", "chunk", "movedim", "contiguous", "to", "_to_copy")}
 # Operators that make the host wait for the device when their inputs live on a GPU (data-dependent output size
 # or a value read back); boolean-mask indexing runs aten::nonzero.
 SYNC_OPERATORS = {"aten::nonzero": "nonzero / boolean-mask indexing", "aten::_local_scalar_dense": "item / int()",
@@ -422,24 +475,42 @@ SYNC_OPERATORS = {"aten::nonzero": "nonzero / boolean-mask indexing", "aten::_lo
                   "torchvision::nms": "nms", "aten::repeat_interleave": "repeat_interleave"}
 
 
+def _part_of(event) -> str:
+    """The innermost ``bench::`` range, backward pass or optimizer step around a profiled event."""
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("bench::"):
+            return parent.name[len("bench::"):]
+        if parent.name.startswith("autograd::engine::"):
+            return "backward"
+        if parent.name.startswith("Optimizer."):
+            return "optimizer"
+        parent = parent.cpu_parent
+    return "other"
+
+
 def count_sync_operators(events) -> Counter:
-    """``(part of the step, operator)`` counts of :data:`SYNC_OPERATORS` among profiled ``events``; the part is the
-    innermost ``bench::`` range, backward pass or optimizer step around the operator."""
+    """``(part of the step, operator)`` counts of :data:`SYNC_OPERATORS` among profiled ``events``."""
+    return Counter((_part_of(event), SYNC_OPERATORS[event.name]) for event in events if event.name in SYNC_OPERATORS)
+
+
+def count_dispatched_operators(events) -> Counter:
+    """Per part of the step, the ATen operators called from Python (not from inside another operator), views
+    excluded: a proxy of the kernel launches, whose host cost dominates small GPU work."""
     counts: Counter = Counter()
     for event in events:
-        if event.name not in SYNC_OPERATORS:
+        if not event.name.startswith("aten::") or event.name in VIEW_OPERATORS:
             continue
-        parent, part = event.cpu_parent, "other"
-        while parent is not None:
-            if parent.name.startswith("bench::"):
-                part = parent.name[len("bench::"):]
-                break
-            if parent.name.startswith(("autograd::engine::", "Optimizer.")):
-                part = "backward" if parent.name.startswith("autograd") else "optimizer"
-                break
-            parent = parent.cpu_parent
-        counts[(part, SYNC_OPERATORS[event.name])] += 1
+        if event.cpu_parent is not None and event.cpu_parent.name.startswith("aten::"):
+            continue
+        counts[_part_of(event)] += 1
     return counts
+
+
+def format_dispatched_operators(counts: Counter, steps: int) -> str:
+    parts = ", ".join(f"{part} {count / steps:.0f}" for part, count in counts.most_common())
+    return (f"ATen operators dispatched per training step (views excluded; forward parts, backward, optimizer): "
+            f"{sum(counts.values()) / steps:.0f} = {parts}")
 
 
 def format_sync_operators(counts: Counter, steps: int) -> str:
@@ -535,6 +606,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
     parser.add_argument("--profile", action="store_true",
                         help="print a torch.profiler top-15 table of the first config's training step")
+    parser.add_argument("--flops", action="store_true",
+                        help="only count the arithmetic (GFLOP) of backbone and transformer on meta tensors, no timing")
     parser.add_argument("--json-out", default="", help="also write the results and environment to this JSON file")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
@@ -579,11 +652,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg.defrost()
         cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = size
         cfg.freeze()
+        name = os.path.splitext(os.path.basename(path))[0]
+        if args.flops:
+            print(format_arithmetic(f"{name} (batch {args.batch}, {size[0]}x{size[1]})",
+                                    arithmetic_gflop(cfg, args.batch, size)))
+            continue
         amp = cfg.SOLVER.AMP.ENABLED if args.amp is None else args.amp
         if amp and device.type != "cuda":
             print(f"{path}: bf16 autocast is used on CUDA only (as in the trainer): running fp32 on the CPU")
         amp_dtype = torch.bfloat16 if amp and device.type == "cuda" else None
-        name = os.path.splitext(os.path.basename(path))[0]
         result = benchmark_config(cfg, name, amp_dtype, args.batch, size, args.warmup, args.iters,
                                   profile=args.profile and index == 0)
         results.append(result)
@@ -593,6 +670,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             write_json(args.json_out, environment(device), args, results)
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    if args.flops:
+        return 0
     info = environment(device)
     print(f"\n== bench_model on {info.get('gpu', 'cpu')} ({args.device}), torch {info['torch']}, "
           f"{info['threads']} threads, load average {' '.join(f'{x:.2f}' for x in info['load_average'])}, "

@@ -56,6 +56,8 @@ run() {
 }
 
 start=$SECONDS
+echo "== arithmetic (meta tensors): the floor of step / bb_fb"
+$PY benchmarks/bench_model.py "${common[@]}" --flops --config-file "${configs[@]}" 2>&1 | tee "$out/flops.log"
 run bf16_eager "$limit_eager" --config-file "${configs[@]}" --amp --profile
 run fp32_eager "$limit_eager" --config-file "${configs[@]}" --no-amp
 if [ ${#compiled_configs[@]} -gt 0 ]; then

@@ -86,3 +86,14 @@ def test_bad_arguments_fail_clearly(capsys):
     with pytest.raises(SystemExit):
         bench_model.parse_args(["--device", "cpu", "--compile", "--warmup", "1"])
     assert "--warmup >= 2" in capsys.readouterr().err
+
+
+def test_arithmetic_counts_are_positive_and_backward_adds_work():
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "configs", "tiny_cpu.yaml"))
+    gflop = bench_model.arithmetic_gflop(cfg, batch_size=2, size=(64, 96))
+    assert 0 < gflop["backbone_fwd"] < gflop["backbone_fwd_bwd"]
+    assert 0 < gflop["transformer_fwd"] < gflop["transformer_fwd_bwd"]
+    # Four times the pixels: the backbone's arithmetic grows about fourfold.
+    larger = bench_model.arithmetic_gflop(cfg, batch_size=2, size=(128, 192))
+    assert larger["backbone_fwd"] == pytest.approx(4 * gflop["backbone_fwd"], rel=0.1)
