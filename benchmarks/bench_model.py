@@ -534,7 +534,9 @@ def count_host_syncs(bench: BenchmarkedModel) -> Counter:
             torch.cuda.set_sync_debug_mode("default")
     for warning in caught:
         if "synchroniz" in str(warning.message):
-            sites[f"{os.path.relpath(warning.filename, ROOT)}:{warning.lineno}"] += 1
+            path = warning.filename
+            path = os.path.relpath(path, ROOT) if path.startswith(ROOT) else os.path.join(*path.split(os.sep)[-2:])
+            sites[f"{path}:{warning.lineno}"] += 1
     return sites
 
 
@@ -673,7 +675,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.flops:
         return 0
     info = environment(device)
-    print(f"\n== bench_model on {info.get('gpu', 'cpu')} ({args.device}), torch {info['torch']}, "
+    tf32 = f", TF32 matmul {info['tf32_matmul']} / cuDNN {info['tf32_cudnn']}" if "gpu" in info else ""
+    print(f"\n== bench_model on {info.get('gpu', 'cpu')} ({args.device}{tf32}), torch {info['torch']}, "
           f"{info['threads']} threads, load average {' '.join(f'{x:.2f}' for x in info['load_average'])}, "
           f"{info['date']}; median of {args.iters} after {args.warmup} warm-up")
     print("bb_fb: backbone fwd+bwd on the training batch; step: full training step; bb_f: backbone forward, batch "
