@@ -20,8 +20,8 @@ export PYTHONUNBUFFERED=1
 
 if ! $PY -c "import fvcore, iopath, yacs, pycocotools" 2>/dev/null; then
     if ! ls .whl/*.whl >/dev/null 2>&1; then
-        echo "fvcore/iopath/yacs/pycocotools are missing and there is no .whl/: run 'bash ../shared/device/make_wheels.sh'"
-        echo "here first and carry .whl" >&2
+        echo "fvcore/iopath/yacs/pycocotools are missing and there is no .whl/: run" \
+            "'bash ../shared/device/make_wheels.sh' before the device call and carry .whl" >&2
         exit 2
     fi
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
