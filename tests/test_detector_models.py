@@ -1,10 +1,11 @@
 """The pre-training detectors: DETR's size and names, the set matcher and loss, DETR's and FCOS's outputs, and the
-names that make the hand-off into the scene-graph model a rename."""
+names that make the hand-off into the scene-graph model a rename, and that DETR can learn."""
 import itertools
 import os
 
 import pytest
 import torch
+from torchvision.ops import box_iou
 
 from configs.defaults import get_cfg
 from modeling import build_model
@@ -182,3 +183,25 @@ def test_detector_labels_outside_the_classes_are_named():
     item = batch_item(torch.zeros(3, 64, 64, dtype=torch.uint8), [[1, 1, 20, 20]], [12], [])
     with pytest.raises(ValueError, match="MODEL.DETR.NUM_CLASSES = 12"):
         model([item])
+
+
+def test_detr_detector_overfits_one_image():
+    """Two coloured rectangles: within 60 AdamW steps DETR classifies and boxes both (its loss can learn)."""
+    cfg = tiny_cfg(MODEL__META_ARCHITECTURE="DETRDetector", MODEL__ENCODER__IN_FEATURE="p4")
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    image = torch.full((3, 128, 128), 100, dtype=torch.uint8)
+    image[:, 10:50, 10:60] = torch.tensor([200, 30, 30])[:, None, None]
+    image[:, 70:120, 60:120] = torch.tensor([30, 30, 200])[:, None, None]
+    batch = [batch_item(image, [[10, 10, 60, 50], [60, 70, 120, 120]], [1, 7], [])]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
+    for _ in range(60):
+        loss = sum(model(batch).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    (output,) = model(batch)
+    assert sorted(output["labels"][:2].tolist()) == [1, 7] and output["scores"][1] > 0.5 > output["scores"][2]
+    expected = torch.tensor([[10.0, 10, 60, 50], [60, 70, 120, 120]])
+    assert box_iou(output["boxes"][:2], expected).max(1).values.min() > 0.8
