@@ -1,7 +1,6 @@
 """train_iterative_model.py: the lab's two commands parse verbatim; train / resume / eval-only end to end on CPU
 with stand-in parts; --help; clear errors."""
 import json
-import logging
 import os
 import shlex
 import subprocess
@@ -53,18 +52,6 @@ def _substitute(command, tmp_path):
         command = command.replace(placeholder, shlex.quote(value))
     assert "<" not in command
     return shlex.split(command)[2:]  # drop "python train_iterative_model.py"
-
-
-@pytest.fixture(autouse=True)
-def _restore_root_logging():
-    """default_setup installs console and log.txt handlers on the root logger; take them off after each test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(level)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 CPU iterations of DETR and of FCOS through the training command line, detection_eval.json, and the hand-off of
 each finished run into the scene-graph model through tools/convert_weights.py and MODEL.WEIGHTS."""
 import json
-import logging
 import os
 
 import h5py
@@ -24,17 +23,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 SMALL_IMAGES = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160", "INPUT.MIN_SIZE_TEST", "128",
                 "INPUT.MAX_SIZE_TEST", "160"]
-
-
-@pytest.fixture(autouse=True)
-def _restore_root_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")

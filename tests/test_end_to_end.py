@@ -1,7 +1,6 @@
 """End to end on a tiny synthetic world with the real parts: train a few iterations on the CPU, --eval-only,
 re-evaluate the saved predictions file offline (identical numbers), predict on image files, results tables."""
 import json
-import logging
 import os
 
 import pytest
@@ -13,17 +12,6 @@ from data.synthetic import config_overrides, generate_synthetic_vg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny_cpu.yaml")
-
-
-@pytest.fixture(autouse=True)
-def _restore_root_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")

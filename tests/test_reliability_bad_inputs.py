@@ -5,7 +5,6 @@ and no partial file (no checkpoint, no temporary file; a config error creates no
 
 The loaders' and the config's own unit tests (tests/test_data_*.py, tests/test_config.py, tests/test_eval_*.py)
 check the checks; these cases check what a user sees."""
-import logging
 import os
 import shutil
 
@@ -22,18 +21,6 @@ from tests.reliability_helpers import TINY_CONFIG, make_world, temp_files
 from tools import convert_weights, evaluate_predictions, predict
 
 VG = "DATASETS.VISUAL_GENOME."
-
-
-@pytest.fixture(autouse=True)
-def _restore_root_logging():
-    """The training command installs console and log.txt handlers on the root logger; take them off again."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")

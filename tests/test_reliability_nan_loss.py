@@ -1,6 +1,5 @@
 """A NaN/inf loss of the real model stops training with an error naming the loss terms and the iteration, and
 nothing is saved after it: the last checkpoint stays the one before, with finite weights."""
-import logging
 import os
 
 import pytest
@@ -9,17 +8,6 @@ import torch
 import train_iterative_model
 from modeling.criterion import SceneGraphCriterion
 from tests.reliability_helpers import TINY_CONFIG, load_checkpoint, make_world, temp_files
-
-
-@pytest.fixture(autouse=True)
-def _restore_root_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(level)
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Untrusted files: a checkpoint, weights file or predictions file whose pickle would run code when loaded (a
 malicious ``__reduce__``) is refused by every loader (they use ``torch.load(weights_only=True)``), through the
 commands a user runs, and the code never runs."""
-import logging
 import os
 
 import pytest
@@ -21,17 +20,6 @@ class _MakesADirectoryWhenUnpickled:
 
     def __reduce__(self):
         return os.mkdir, (self.marker,)
-
-
-@pytest.fixture(autouse=True)
-def _restore_root_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")
