@@ -83,7 +83,7 @@ def collect(run_dir: str, name: str, dataset: str) -> dict:
 
 
 def render(rows: list[dict], dataset: str) -> str:
-    out = [f"### Models\n",
+    out = ["### Models\n",
            "| Model | Encoder (Backbone/Detector) | Decoder | Backbone parameters | Total parameters | GPU | Batch |",
            "|:-----:|:---------------------------:|:-------:|-------------------:|----------------:|:---:|:-----:|"]
     for r in rows:

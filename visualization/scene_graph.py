@@ -1,10 +1,11 @@
 """Draw a predicted scene graph: the image with its boxes on the left, the graph laid out on the right."""
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
+
+from .figure_io import save_figure
 
 
 def select_triplets(prediction: dict, top_k: int = 10, score_threshold: float = 0.0) -> list[dict]:
@@ -100,9 +101,4 @@ def draw_scene_graph(
     ax_graph.set_title(f"scene graph: {len(triplets)} triplets", fontsize=10)
     fig.tight_layout()
 
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    tmp = output_path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, output_path)
-    return output_path
+    return save_figure(fig, output_path)

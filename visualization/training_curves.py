@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
+
+from .figure_io import save_figure
 
 
 def read_metrics(path: str) -> list[dict]:
@@ -32,8 +33,8 @@ def plot_training_curves(metrics_path: str, output_path: str, eval_metric: str =
         raise ValueError(f"{metrics_path}: no metrics recorded")
     loss_it = [r["iteration"] for r in records if "total_loss" in r]
     loss = [r["total_loss"] for r in records if "total_loss" in r]
-    ev = [(r["iteration"], v) for r in records for k, v in r.items() if k.endswith(eval_metric) and
-          isinstance(v, (int, float)) and "iteration" in r]
+    ev = [(r["iteration"], v) for r in records if "iteration" in r for k, v in sorted(r.items())
+          if (k == eval_metric or k.endswith("/" + eval_metric)) and isinstance(v, (int, float))]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     a.plot(loss_it, loss)
     a.set_xlabel("iteration")
@@ -46,9 +47,4 @@ def plot_training_curves(metrics_path: str, output_path: str, eval_metric: str =
     b.set_ylabel(eval_metric)
     b.grid(alpha=0.3)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    tmp = output_path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, output_path)
-    return output_path
+    return save_figure(fig, output_path)
