@@ -57,3 +57,14 @@ def test_draw_scene_graph_writes_a_png(tmp_path):
     assert _png(out) and not list(tmp_path.glob("*.tmp"))
     empty = draw_scene_graph(image, boxes, [0, 1], [], ["cat", "dog"], ["near", "on"], str(tmp_path / "e.png"))
     assert _png(empty)
+
+
+def test_loss_terms_are_summed_over_layers_when_there_is_no_evaluation(tmp_path):
+    from visualization.training_curves import loss_terms_over_layers
+
+    records = [{"iteration": 0, "total_loss": 6.0, "loss_sub_ce_0": 1.0, "loss_sub_ce_1": 2.0, "loss_fcos_cls": 3.0},
+               {"iteration": 1, "total_loss": 3.0, "loss_sub_ce_0": 0.5, "loss_sub_ce_1": 1.0, "loss_fcos_cls": 1.5}]
+    assert loss_terms_over_layers(records) == {"fcos_cls": ([0, 1], [3.0, 1.5]), "sub_ce": ([0, 1], [3.0, 1.5])}
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text("\n".join(json.dumps(r) for r in records))
+    assert _png(plot_training_curves(str(metrics), str(tmp_path / "c.png")))
