@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output-dir", default="output/demo", help="OUTPUT_DIR of the demo run")
     parser.add_argument("--config-file", default=os.path.join(ROOT, "configs", "demo_synthetic.yaml"))
     parser.add_argument("--images", type=int, default=None,
-                        help="size of the synthetic world (default: DEMO_IMAGES of the config's comment, 1200)")
+                        help="size of the synthetic world (default 2000, what configs/demo_synthetic.yaml is tuned for)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-drawn", type=int, default=4, help="test images whose scene graph is drawn")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides (KEY VALUE ...)")
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
 
     record_path = os.path.join(args.data_dir, "synthetic_record.json")
     if not os.path.isfile(record_path):
-        images = args.images or 1200
+        images = args.images or 2000
         print(f"==> [1/3] writing the synthetic VG-format world ({images} images) to {args.data_dir}", flush=True)
         subprocess.run([python, os.path.join(ROOT, "tools", "make_synthetic_vg.py"), args.data_dir,
                         "--images", str(images), "--seed", str(args.seed)], check=True)
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
 
     test = load_vg_split(cfg, "VG_test")
     files = [test.get_record(i)["file_name"] for i in range(min(args.num_drawn, len(test)))]
-    predict(cfg, files, demo_dir, top_k=10)
+    predict(cfg, files, demo_dir, top_k=10, score_threshold=0.05)  # confident triplets only in the pictures
 
     with open(os.path.join(args.output_dir, "inference", "VG_test", "sgg_eval.json")) as f:
         metrics = json.load(f)
