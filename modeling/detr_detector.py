@@ -19,7 +19,7 @@ from .heads import MLP
 from .iterative_decoder import TransformerDecoderLayer
 from .position_encoding import PositionEmbeddingSine
 from .set_criterion import HungarianBoxMatcher, SetCriterion
-from .transformer_encoder import TransformerEncoder
+from .transformer_encoder import TransformerEncoder, encoder_input_channels
 
 
 class DETRDecoder(nn.Module):
@@ -79,14 +79,9 @@ class DETRDetector(ImageDetector):
         super().__init__(cfg, backbone)
         detr = cfg.MODEL.DETR
         hidden_dim = detr.HIDDEN_DIM
-        if hidden_dim % 2 != 0:
-            raise ValueError(f"MODEL.DETR.HIDDEN_DIM must be even for the sine position encoding, got {hidden_dim}")
+        in_channels = encoder_input_channels(cfg, backbone)
         self.in_feature = cfg.MODEL.ENCODER.IN_FEATURE
-        shapes = backbone.output_shape()
-        if self.in_feature not in shapes:
-            raise KeyError(f"MODEL.ENCODER.IN_FEATURE {self.in_feature!r} is not an output of the backbone "
-                           f"{cfg.MODEL.BACKBONE.NAME!r} (it gives {sorted(shapes)})")
-        self.input_proj = nn.Conv2d(shapes[self.in_feature][0], hidden_dim, kernel_size=1)
+        self.input_proj = nn.Conv2d(in_channels, hidden_dim, kernel_size=1)
         self.query_embed = nn.Embedding(detr.NUM_OBJECT_QUERIES, hidden_dim)
         self.position_embedding = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
         self.transformer = DETRTransformer(hidden_dim, detr.NHEADS, detr.DIM_FEEDFORWARD, detr.DROPOUT,

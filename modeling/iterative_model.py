@@ -10,6 +10,7 @@ from .iterative_transformer import IterativeTransformer
 from .matcher import HungarianTripletMatcher
 from .position_encoding import PositionEmbeddingSine
 from .postprocess import SceneGraphPostProcessor
+from .transformer_encoder import encoder_input_channels
 
 
 def _build_centermask_injector(cfg) -> nn.Module:
@@ -36,16 +37,10 @@ class IterativeSceneGraphModel(nn.Module):
         super().__init__()
         detr = cfg.MODEL.DETR
         hidden_dim = detr.HIDDEN_DIM
-        if hidden_dim % 2 != 0:
-            raise ValueError(f"MODEL.DETR.HIDDEN_DIM must be even for the sine position encoding, got {hidden_dim}")
+        in_channels = encoder_input_channels(cfg, backbone)
         self.in_feature = cfg.MODEL.ENCODER.IN_FEATURE
-        shapes = backbone.output_shape()
-        if self.in_feature not in shapes:
-            raise KeyError(f"MODEL.ENCODER.IN_FEATURE {self.in_feature!r} is not an output of the backbone "
-                           f"{cfg.MODEL.BACKBONE.NAME!r} (it gives {sorted(shapes)})")
         if len(cfg.MODEL.PIXEL_MEAN) != 3 or len(cfg.MODEL.PIXEL_STD) != 3:
             raise ValueError("MODEL.PIXEL_MEAN and MODEL.PIXEL_STD must have 3 values each")
-        in_channels = shapes[self.in_feature][0]
 
         self.backbone = backbone
         self.size_divisibility = getattr(backbone, "size_divisibility", 32)

@@ -42,3 +42,17 @@ class TransformerEncoder(nn.Module):
         for layer in self.layers:
             src = layer(src, pos, padding_mask)
         return src
+
+
+def encoder_input_channels(cfg, backbone: nn.Module) -> int:
+    """Channels of the backbone output ``MODEL.ENCODER.IN_FEATURE`` that the encoder's 1×1 input projection reads;
+    also checks ``MODEL.DETR.HIDDEN_DIM`` is even (the sine position encoding splits it between y and x)."""
+    hidden_dim = cfg.MODEL.DETR.HIDDEN_DIM
+    if hidden_dim % 2 != 0:
+        raise ValueError(f"MODEL.DETR.HIDDEN_DIM must be even for the sine position encoding, got {hidden_dim}")
+    in_feature = cfg.MODEL.ENCODER.IN_FEATURE
+    shapes = backbone.output_shape()
+    if in_feature not in shapes:
+        raise KeyError(f"MODEL.ENCODER.IN_FEATURE {in_feature!r} is not an output of the backbone "
+                       f"{cfg.MODEL.BACKBONE.NAME!r} (it gives {sorted(shapes)})")
+    return shapes[in_feature][0]
