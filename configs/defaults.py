@@ -276,6 +276,8 @@ _C.TEST.NMS_THRESH = 0.5
 _C.TEST.RELATIONS_PER_IMAGE = 300
 # Boxes kept per image (best scores) by the detector meta-architectures DETRDetector / FCOSDetector.
 _C.TEST.DETECTIONS_PER_IMAGE = 100
+# SGG evaluation protocol: "standard" (Scene-Graph-Benchmark) or "iterativesg" (released evaluator); docs/PROTOCOL.md
+_C.TEST.SGG_PROTOCOL = "standard"
 
 
 def get_cfg() -> CfgNode:

@@ -23,7 +23,12 @@ Protocol (what every published VG150 number used):
    (IoU > 0, detectron2's convention without the +1 pixel); drop images left with none.
 4. Boxes: x1 = cx - w / 2 truncated toward zero (the reference assigns the float result into its int32 array),
    x2 = x1 + w; scaled by max(width, height) / BOX_SCALE and clamped to [0, width - 1] x [0, height - 1].  Train
-   drops boxes that are empty after clamping (and their relations); val/test keep every box.
+   drops boxes that are empty after clamping (and their relations); val/test keep every box.  That is the standard
+   evaluation protocol; with ``TEST.SGG_PROTOCOL iterativesg`` boxes are clipped to [0, width] x [0, height]
+   instead, and every split drops the boxes left empty (with their relations): the released IterativeSG loader
+   keeps boxes unclamped and its mapper clips them at the image size and drops empty ones, which is the same as
+   clipping here since a clip commutes with the resize and the flip (docs/PROTOCOL.md).  Training sees at most a
+   1-pixel difference between the two.
 5. ``FILTER_DUPLICATE_RELATIONS`` (train only): ``get_record(i, rng)`` keeps one predicate per ordered
    (subject, object) pair, drawn with ``rng`` at every load.  Val/test keep every relation row (ground truth).
 """
@@ -54,6 +59,8 @@ CORRUPTED_IMAGE_IDS = (1592, 1722, 4616, 4617)
 SPLIT_NAMES = ("VG_train", "VG_val", "VG_test")
 
 _KEY = "DATASETS.VISUAL_GENOME."
+# TEST.SGG_PROTOCOL -> ground-truth boxes clipped to [0, W - margin] x [0, H - margin] (evaluation.protocols).
+GT_CLIP_MARGIN = {"standard": 1, "iterativesg": 0}
 _RANGE_FIELDS = ("img_to_first_box", "img_to_last_box", "img_to_first_rel", "img_to_last_rel")
 
 
@@ -79,6 +86,7 @@ class VGSplit:
     idx_to_label: list
     idx_to_predicate: list
     sample_duplicate_relations: bool
+    sgg_protocol: str = "standard"  # the TEST.SGG_PROTOCOL whose ground-truth box convention the boxes follow
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -350,16 +358,19 @@ def _build_split(cfg, name: str, raw: _RawVG, labels_vocab: list, predicates_voc
     box_image = np.repeat(np.arange(len(rows)), np.diff(box_offsets))
     scale = (np.maximum(widths, heights) / float(vg.BOX_SCALE))[box_image]
     boxes = raw.boxes[box_index].astype(np.float64) * scale[:, None]
-    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, (widths[box_image] - 1)[:, None])
-    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, (heights[box_image] - 1)[:, None])
+    margin = _gt_clip_margin(cfg)
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, (widths[box_image] - margin)[:, None])
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, (heights[box_image] - margin)[:, None])
     labels = raw.labels[box_index]
     predicates = raw.predicates[rel_index]
     _check_label_range(labels, len(labels_vocab), "object label", vg.VG_ATTRIBUTE_H5, vg.MAPPING_DICTIONARY)
     _check_label_range(predicates, len(predicates_vocab), "predicate", vg.VG_ATTRIBUTE_H5, vg.MAPPING_DICTIONARY)
     relations = np.column_stack([local, predicates - 1]).astype(np.int64)
 
-    if is_train:
-        # Drop boxes that are empty after clamping, and the relations that use them; re-index the rest.
+    if is_train or margin == 0:
+        # Drop boxes that are empty after clamping, and the relations that use them; re-index the rest.  With the
+        # iterativesg protocol val/test too, as the released test mapper does (its 1e-5 px threshold in the resized
+        # image is the same as > 0 here: VG's clipped box sides are multiples of 1/1024 px).
         box_ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         if not box_ok.all():
             new_global = np.cumsum(box_ok) - 1
@@ -392,7 +403,16 @@ def _build_split(cfg, name: str, raw: _RawVG, labels_vocab: list, predicates_voc
         idx_to_label=list(labels_vocab),
         idx_to_predicate=list(predicates_vocab),
         sample_duplicate_relations=bool(is_train and vg.FILTER_DUPLICATE_RELATIONS),
+        sgg_protocol=str(cfg.TEST.SGG_PROTOCOL),
     )
+
+
+def _gt_clip_margin(cfg) -> int:
+    """The ground-truth box margin of ``TEST.SGG_PROTOCOL`` (``ValueError`` naming the key if unknown)."""
+    protocol = cfg.TEST.SGG_PROTOCOL
+    if protocol not in GT_CLIP_MARGIN:
+        raise ValueError(f"TEST.SGG_PROTOCOL must be one of {sorted(GT_CLIP_MARGIN)}, got {protocol!r}")
+    return GT_CLIP_MARGIN[protocol]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -448,6 +468,7 @@ def load_vg_split(cfg, name: str) -> VGSplit:
         bool(vg.FILTER_DUPLICATE_RELATIONS),
         int(vg.NUMBER_OF_VALIDATION_IMAGES),
         int(vg.BOX_SCALE),
+        str(cfg.TEST.SGG_PROTOCOL),
         int(cfg.MODEL.DETR.NUM_CLASSES),
         int(cfg.MODEL.DETR.NUM_RELATION_CLASSES),
     )

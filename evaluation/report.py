@@ -6,6 +6,7 @@ Example (the first line of the lab's README)::
 """
 from typing import Dict, Sequence
 
+from .protocols import get_protocol
 from .sgg_metrics import RECALL_KS
 
 _LINE_TYPES = (
@@ -30,8 +31,9 @@ def _per_predicate_line(results: Dict[str, float], prefix: str, predicate_names:
 def format_results(
     results: Dict[str, float], predicate_names: Sequence[str], ks: Sequence[int] = RECALL_KS
 ) -> str:
-    """The block: R, ng-R, zR, ng-zR, mR (+ per-predicate R@max K), ng-mR (+ per-predicate), detection AP."""
-    lines = []
+    """The block: R, ng-R, zR, ng-zR, mR (+ per-predicate R@max K), ng-mR (+ per-predicate), detection AP; led by
+    a line naming the evaluation protocol when ``results`` has ``protocol`` (the evaluator always sets it)."""
+    lines = [get_protocol(results["protocol"]).printed_line()] if "protocol" in results else []
     for metric, description in _LINE_TYPES:
         lines.append(_recall_line(results, metric, description, ks))
         if metric in ("mR", "ng-mR"):

@@ -14,12 +14,19 @@ The protocol (SPEC section 2) in two steps:
 
 Deliberate choices, shared with :mod:`evaluation.reference_loop`:
 * a prediction may recall several ground-truth rows and duplicate ground-truth rows all count;
-* an image without prediction rows has recall 0 (the published evaluators skip such images, which inflates recall);
+* an image without prediction rows has recall 0 under the standard protocol (the released IterativeSG evaluator
+  skips such images, which inflates recall; ``TEST.SGG_PROTOCOL iterativesg`` does the same, see
+  :mod:`evaluation.protocols`);
 * images without ground-truth relations carry no recall and are not averaged (VG's test split has none);
 * zR averages over images that contain zero-shot rows; with no such image at all, zR is 0.
+
+Protocol switches here: ``match_images(iou_plus_one=False)`` uses detectron2's IoU (:func:`box_iou_detectron2`);
+``aggregate_recalls(mean_recall_slot0=True)`` the released mean recall's slot-0 accumulation. A prediction carrying
+``rel_ranking_scores`` (R,) has its graph-constrained list ordered by them (stable, descending) instead of by the
+product score, in both protocols; the no-graph-constraint list always uses the product scores.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -44,6 +51,25 @@ def box_iou_plus1(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     inter_h = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1.0
     inter = np.clip(inter_w, 0.0, None) * np.clip(inter_h, 0.0, None)
     return inter / (area_a + area_b - inter)
+
+
+def box_iou_detectron2(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """IoU of xyxy boxes paired element by element (broadcasting), as detectron2's ``pairwise_iou`` computes it.
+
+    No +1 pixel: the area of a box is (x2 - x1)(y2 - y1); the arithmetic is float32 in detectron2's order
+    (intersection w x h, then inter / ((area_a + area_b) - inter)), and the IoU is 0 wherever the intersection is 0
+    (so two empty boxes give 0, not NaN). Returns float32.
+    """
+    a = np.asarray(boxes_a, dtype=np.float32)
+    b = np.asarray(boxes_b, dtype=np.float32)
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    inter_w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    inter_h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = inter_w * inter_h
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = inter / (area_a + area_b - inter)
+    return np.where(inter > 0, iou, np.float32(0)).astype(np.float32)
 
 
 @dataclass
@@ -97,13 +123,19 @@ def _pad(values: List[np.ndarray], width: int, fill, trailing=()) -> np.ndarray:
     return padded
 
 
-def match_images(predictions: Sequence[Dict], ground_truths: Sequence[Dict], top_k: int = TOP_K) -> List[ImageMatch]:
+def match_images(
+    predictions: Sequence[Dict], ground_truths: Sequence[Dict], top_k: int = TOP_K, iou_plus_one: bool = True
+) -> List[ImageMatch]:
     """Rank and match a batch of images.
 
     Args:
         predictions: per image ``boxes`` float32 (N, 4), ``labels`` int64 (N,), ``scores`` float32 (N,) >= 0,
-            ``rel_pairs`` int64 (R, 2), ``rel_scores`` float32 (R, P) >= 0 (validated).
+            ``rel_pairs`` int64 (R, 2), ``rel_scores`` float32 (R, P) >= 0 (validated), and optionally
+            ``rel_ranking_scores`` float32 (R,): then the graph-constrained list is the rows in descending order
+            of these (stable). Either every image of the batch has them or none.
         ground_truths: per image ``boxes`` (G, 4), ``labels`` (G,), ``relations`` int64 (T, 3).
+        iou_plus_one: IoU with the +1 pixel convention (:func:`box_iou_plus1`, standard protocol) or detectron2's
+            (:func:`box_iou_detectron2`, iterativesg protocol).
 
     Scores are float64 products in the fixed order predicate prob x subject score x object score. An entry never
     scores above its row's graph-constrained score (rounding is monotone), so when an image has at least
@@ -121,11 +153,19 @@ def match_images(predictions: Sequence[Dict], ground_truths: Sequence[Dict], top
     subject_scores = entity_scores[row_image, rel_pairs[:, 0]]
     object_scores = entity_scores[row_image, rel_pairs[:, 1]]
 
-    # Graph-constrained list: one entry per row, its argmax predicate. ``cutoff`` is each image's k-th best row
-    # score (-inf with fewer than k rows).
+    # Graph-constrained list: one entry per row, its argmax predicate, ranked by the row score (or the given
+    # ranking scores). ``cutoff`` is each image's k-th best row score (-inf with fewer than k rows).
     best_prob = rel_scores.max(axis=1)
     row_scores = best_prob.astype(np.float64) * subject_scores * object_scores
-    graph_rows, graph_position, cutoff = _top_k_per_image(row_image, row_scores, num_images, top_k)
+    ranked = [p.get("rel_ranking_scores") is not None for p in predictions]
+    if any(ranked) and not all(ranked):
+        raise ValueError("match_images: either every prediction has 'rel_ranking_scores' or none")
+    if ranked and all(ranked):
+        ranking = np.concatenate([p["rel_ranking_scores"] for p in predictions]).astype(np.float64)
+        graph_rows, graph_position, _ = _top_k_per_image(row_image, ranking, num_images, top_k)
+        cutoff = _kth_largest_per_image(row_image, row_scores, row_start, rows_per_image, top_k)
+    else:
+        graph_rows, graph_position, cutoff = _top_k_per_image(row_image, row_scores, num_images, top_k)
     graph_image = row_image[graph_rows]
     # argmax (first maximum) of the listed rows only: finding the first entry equal to the row maximum is cheaper
     graph_predicate = (rel_scores[graph_rows] == best_prob[graph_rows, None]).argmax(axis=1)
@@ -171,7 +211,8 @@ def match_images(predictions: Sequence[Dict], ground_truths: Sequence[Dict], top
     same_label = gt_labels[:, :, None] == labels[:, None, :]
     pair_image, gt_box, box = np.nonzero(same_label)
     box_match = np.zeros_like(same_label)
-    overlap = box_iou_plus1(gt_boxes[pair_image, gt_box], boxes[pair_image, box])
+    box_iou = box_iou_plus1 if iou_plus_one else box_iou_detectron2
+    overlap = box_iou(gt_boxes[pair_image, gt_box], boxes[pair_image, box])
     box_match[pair_image, gt_box, box] = overlap >= IOU_THRESHOLD
     relations = [np.asarray(g["relations"], np.int64).reshape(-1, 3) for g in ground_truths]
     gt_rows_per_image = np.array([len(r) for r in relations], dtype=np.int64)
@@ -243,6 +284,8 @@ def aggregate_recalls(
     num_images: int,
     predicate_names: Sequence[str],
     ks: Sequence[int] = RECALL_KS,
+    skipped_images: Optional[np.ndarray] = None,
+    mean_recall_slot0: bool = False,
 ) -> Dict[str, float]:
     """Every recall metric from the ground-truth rows of all images, concatenated in dataset order.
 
@@ -252,6 +295,11 @@ def aggregate_recalls(
         graph_ranks, free_ranks: (T,) first-hit ranks in the graph-constrained / no-graph-constraint lists.
         image_index: (T,) index of the row's image in ``range(num_images)``.
         predicate_names: the split's predicate vocabulary; its length is the mR denominator.
+        skipped_images: (num_images,) bool, images left out of every average (the iterativesg protocol's images
+            without prediction rows); ``None`` keeps every image.
+        mean_recall_slot0: the released mean recall's accumulation: per image, every ground-truth row and every
+            hit is also counted for predicate 0, whose per-image recall is then (hits + hits of predicate 0) /
+            (rows + rows of predicate 0), recorded for every image with rows (iterativesg protocol).
 
     Returns a flat dict: ``R@K``, ``ng-R@K``, ``zR@K``, ``ng-zR@K``, ``mR@K``, ``ng-mR@K`` and
     ``per_predicate_R@K/<name>``, ``per_predicate_ng-R@K/<name>``.
@@ -260,13 +308,23 @@ def aggregate_recalls(
     image_index = np.asarray(image_index, dtype=np.int64)
     gt_predicates = np.asarray(gt_predicates, dtype=np.int64)
     zero_shot = np.asarray(zero_shot, dtype=bool)
+    graph_ranks, free_ranks = np.asarray(graph_ranks), np.asarray(free_ranks)
+    if skipped_images is not None:
+        kept = ~np.asarray(skipped_images, dtype=bool)[image_index]
+        image_index, gt_predicates, zero_shot = image_index[kept], gt_predicates[kept], zero_shot[kept]
+        graph_ranks, free_ranks = graph_ranks[kept], free_ranks[kept]
+    mr_image, mr_predicate = image_index, gt_predicates
+    if mean_recall_slot0:  # every row counted a second time, for predicate 0
+        mr_image = np.concatenate([image_index, image_index])
+        mr_predicate = np.concatenate([gt_predicates, np.zeros_like(gt_predicates)])
     results: Dict[str, float] = {}
-    for prefix, ranks in (("", np.asarray(graph_ranks)), ("ng-", np.asarray(free_ranks))):
+    for prefix, ranks in (("", graph_ranks), ("ng-", free_ranks)):
         for k in ks:
             hit = (ranks < k).astype(np.float64)
             results[f"{prefix}R@{k}"] = _mean_over_images(hit, image_index, num_images)
             results[f"{prefix}zR@{k}"] = _mean_over_images(hit[zero_shot], image_index[zero_shot], num_images)
-            per_predicate = _per_predicate_recall(hit, image_index, gt_predicates, num_predicates)
+            mr_hit = np.concatenate([hit, hit]) if mean_recall_slot0 else hit
+            per_predicate = _per_predicate_recall(mr_hit, mr_image, mr_predicate, num_predicates)
             results[f"{prefix}mR@{k}"] = float(per_predicate.sum() / num_predicates)
             for name, value in zip(predicate_names, per_predicate):
                 results[f"per_predicate_{prefix}R@{k}/{name}"] = float(value)

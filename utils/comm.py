@@ -3,7 +3,7 @@
 Every function degrades to the single-process answer when ``torch.distributed`` is not initialised, so the same
 code runs in a plain ``python`` process, under :func:`engine.launch.launch` and under ``torchrun``.
 """
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -86,3 +86,25 @@ def all_reduce_mean(values: Dict[str, torch.Tensor]) -> Dict[str, float]:
         dist.all_reduce(stacked)
         stacked /= get_world_size()
     return dict(zip(names, stacked.tolist()))
+
+
+def gather(obj: Any, dst: int = 0) -> Optional[List[Any]]:
+    """Every process's picklable ``obj`` as a list indexed by rank on process ``dst``; ``None`` on the others
+    (``[obj]`` in a single process)."""
+    if get_world_size() == 1:
+        return [obj]
+    gathered: Optional[List[Any]] = [None] * get_world_size() if get_rank() == dst else None
+    dist.gather_object(obj, gathered, dst=dst)
+    return gathered
+
+
+def average_across_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean of ``tensor`` over all processes (a new tensor; ``tensor`` itself in a single process).
+
+    Used for loss normalisers (e.g. the number of target boxes), so that every process divides by the same number.
+    """
+    if get_world_size() == 1:
+        return tensor
+    total = tensor.clone()
+    dist.all_reduce(total)
+    return total / get_world_size()

@@ -10,7 +10,7 @@ from typing import IO, Deque, Dict, Optional, Tuple
 
 import torch
 
-from engine.file_io import atomic_write_text
+from utils.file_io import atomic_write_text
 
 __all__ = ["EventStorage", "EventWriter", "ConsoleMetricPrinter", "JSONWriter", "TensorboardWriter"]
 

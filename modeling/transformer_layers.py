@@ -1,4 +1,5 @@
-"""DETR's post-norm transformer encoder (batch-first)."""
+"""DETR's post-norm transformer layers (batch-first): the encoder layer and stack, and the decoder layer that the
+DETR detector stacks and the three IterativeSG decoders are built from."""
 from typing import Optional
 
 import torch
@@ -44,15 +45,30 @@ class TransformerEncoder(nn.Module):
         return src
 
 
-def encoder_input_channels(cfg, backbone: nn.Module) -> int:
-    """Channels of the backbone output ``MODEL.ENCODER.IN_FEATURE`` that the encoder's 1×1 input projection reads;
-    also checks ``MODEL.DETR.HIDDEN_DIM`` is even (the sine position encoding splits it between y and x)."""
-    hidden_dim = cfg.MODEL.DETR.HIDDEN_DIM
-    if hidden_dim % 2 != 0:
-        raise ValueError(f"MODEL.DETR.HIDDEN_DIM must be even for the sine position encoding, got {hidden_dim}")
-    in_feature = cfg.MODEL.ENCODER.IN_FEATURE
-    shapes = backbone.output_shape()
-    if in_feature not in shapes:
-        raise KeyError(f"MODEL.ENCODER.IN_FEATURE {in_feature!r} is not an output of the backbone "
-                       f"{cfg.MODEL.BACKBONE.NAME!r} (it gives {sorted(shapes)})")
-    return shapes[in_feature][0]
+class TransformerDecoderLayer(nn.Module):
+    """DETR's post-norm decoder layer: self-attention, cross-attention to the memory, ReLU FFN (batch-first)."""
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+
+    def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor,
+                memory_padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """``tgt``, ``query_pos``: (B, Q, d); ``memory``, ``memory_pos``: (B, N, d); mask (B, N), True = pad."""
+        q = k = tgt + query_pos
+        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, need_weights=False)[0]))
+        attended = self.multihead_attn(tgt + query_pos, memory + memory_pos, memory,
+                                       key_padding_mask=memory_padding_mask, need_weights=False)[0]
+        tgt = self.norm2(tgt + self.dropout2(attended))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
+        return self.norm3(tgt + self.dropout3(ffn))

@@ -1,0 +1,76 @@
+"""What every meta-architecture (the scene-graph model and the two pre-training detectors) shares: pixel
+normalisation, the padded image batch, the DETR input preamble (backbone map → 1×1 projection → flattened tokens
+with sine positions) and the original-size helpers."""
+from typing import List, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .image_list import ImageList
+
+__all__ = ["MetaArchitectureBase", "encoder_input_channels", "flatten_feature_map", "clip_to_image",
+           "original_sizes"]
+
+# Backbone inputs are padded to a multiple of this unless the backbone says otherwise (``size_divisibility``).
+DEFAULT_SIZE_DIVISIBILITY = 32
+
+
+class MetaArchitectureBase(nn.Module):
+    """Holds the backbone and the normalisation buffers; :meth:`preprocess_images` turns batch items
+    (docs/ARCHITECTURE.md) into an :class:`~modeling.image_list.ImageList` on the model's device."""
+
+    def __init__(self, cfg, backbone: nn.Module):
+        super().__init__()
+        if len(cfg.MODEL.PIXEL_MEAN) != 3 or len(cfg.MODEL.PIXEL_STD) != 3:
+            raise ValueError("MODEL.PIXEL_MEAN and MODEL.PIXEL_STD must have 3 values each")
+        self.backbone = backbone
+        self.size_divisibility = getattr(backbone, "size_divisibility", DEFAULT_SIZE_DIVISIBILITY)
+        self.register_buffer("pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(3, 1, 1), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess_images(self, batch: List[dict]) -> ImageList:
+        """Normalise and zero-pad the batch's images: ``(tensor (B, 3, H, W), padding_mask (B, H, W) bool with
+        True = padding, image_sizes [(h, w)])``, H and W multiples of ``size_divisibility``."""
+        return ImageList.from_tensors([item["image"] for item in batch], self.size_divisibility, self.pixel_mean,
+                                      self.pixel_std)
+
+
+def encoder_input_channels(cfg, backbone: nn.Module) -> int:
+    """Channels of the backbone output ``MODEL.ENCODER.IN_FEATURE`` that the encoder's 1×1 input projection reads;
+    also checks ``MODEL.DETR.HIDDEN_DIM`` is even (the sine position encoding splits it between y and x)."""
+    hidden_dim = cfg.MODEL.DETR.HIDDEN_DIM
+    if hidden_dim % 2 != 0:
+        raise ValueError(f"MODEL.DETR.HIDDEN_DIM must be even for the sine position encoding, got {hidden_dim}")
+    in_feature = cfg.MODEL.ENCODER.IN_FEATURE
+    shapes = backbone.output_shape()
+    if in_feature not in shapes:
+        raise KeyError(f"MODEL.ENCODER.IN_FEATURE {in_feature!r} is not an output of the backbone "
+                       f"{cfg.MODEL.BACKBONE.NAME!r} (it gives {sorted(shapes)})")
+    return shapes[in_feature][0]
+
+
+def flatten_feature_map(feature: torch.Tensor, padding_mask: torch.Tensor, input_proj: nn.Module,
+                        position_embedding: nn.Module) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DETR's encoder input from one backbone map (B, C, h, w) and the image padding mask (B, H, W):
+    ``(src (B, h·w, d), pos (B, h·w, d), mask (B, h·w) bool, True = padding)``."""
+    mask = F.interpolate(padding_mask[None].float(), size=feature.shape[-2:])[0].to(torch.bool)
+    src = input_proj(feature).flatten(2).transpose(1, 2)
+    pos = position_embedding(mask).to(src.dtype).flatten(2).transpose(1, 2)
+    return src, pos, mask.flatten(1)
+
+
+def clip_to_image(boxes_xyxy: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """``boxes_xyxy`` (N, 4) clamped to an image of ``size`` (height, width)."""
+    height, width = size
+    upper = boxes_xyxy.new_tensor([width, height, width, height])
+    return torch.minimum(boxes_xyxy.clamp(min=0), upper)
+
+
+def original_sizes(batch: Sequence[dict]) -> List[Tuple[int, int]]:
+    """The original (height, width) of every batch item."""
+    return [(int(item["height"]), int(item["width"])) for item in batch]
