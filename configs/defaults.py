@@ -215,6 +215,14 @@ _C.DATASETS.VISUAL_GENOME.NUMBER_OF_VALIDATION_IMAGES = 5000
 _C.DATASETS.VISUAL_GENOME.BOX_SCALE = 1024
 # (Z, 3) .npy/.pt of 1-based (subject, object, predicate) zero-shot triplets; "" = test triplets unseen in train.
 _C.DATASETS.VISUAL_GENOME.ZERO_SHOT_TRIPLETS = ""
+# Your own splits in the COCO-with-relations format (docs/DATASETS.md): a list of {NAME, JSON, IMAGES} mappings;
+# each NAME can then be used in DATASETS.TRAIN/VAL/TEST. The FILTER_* keys above apply to them (and the split
+# named in DATASETS.TRAIN gets the train-only filters).
+_C.DATASETS.COCO_RELATIONS = ()
+# Panoptic Scene Graph (PSG_train / PSG_test, boxes only): OpenPSG's psg.json and the COCO image root.
+_C.DATASETS.PSG = CfgNode()
+_C.DATASETS.PSG.JSON = ""
+_C.DATASETS.PSG.IMAGES = ""
 
 _C.DATALOADER = CfgNode()
 _C.DATALOADER.NUM_WORKERS = 4
