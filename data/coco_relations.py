@@ -15,7 +15,9 @@ annotation ids.  Loading (:func:`load_coco_relations_split`):
   names are kept for outputs), so ids need not be contiguous or 0-based;
 * ``iscrowd`` annotations are skipped, with the relations that use them;
 * images keep the file's order, boxes and relations their order within the image; boxes become xyxy float32,
-  clamped to [0, width] x [0, height];
+  clamped to the image as VG150's are for ``TEST.SGG_PROTOCOL`` ([0, width - 1] x [0, height - 1] for
+  "standard", [0, width] x [0, height] for "iterativesg"; boxes left without area go, with their relations, in
+  training and under "iterativesg");
 * every split drops images without a (non-crowd) box, and with ``DATASETS.VISUAL_GENOME.FILTER_EMPTY_RELATIONS``
   images without a relation;
 * a *training* split (one named in ``DATASETS.TRAIN``) also applies ``FILTER_NON_OVERLAP`` (relations whose boxes
@@ -38,7 +40,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .visual_genome import VGSplit, sample_one_predicate_per_pair
+from .visual_genome import GT_CLIP_MARGIN, VGSplit, _gt_clip_margin
 
 logger = logging.getLogger(__name__)
 
@@ -369,9 +371,14 @@ def build_split(
     filter_empty_relations: bool,
     filter_non_overlap: bool,
     sample_duplicate_relations: bool,
+    sgg_protocol: str = "standard",
+    drop_empty_boxes: bool = False,
 ) -> SceneGraphSplit:
     """The split of ``parsed``: images without boxes dropped (and, as asked, without relations / relations whose
-    boxes do not overlap), boxes clamped to the image, float32."""
+    boxes do not overlap), boxes clamped to the image as VG150's loader does for ``sgg_protocol`` ([0, W - 1] x
+    [0, H - 1] for "standard", [0, W] x [0, H] for "iterativesg"), float32; with ``drop_empty_boxes`` the boxes
+    left without area by the clamp go, with their relations."""
+    margin = GT_CLIP_MARGIN[sgg_protocol]
     num_boxes = np.diff(parsed.box_offsets)
     num_rels = np.diff(parsed.rel_offsets)
     rel_image = np.repeat(np.arange(len(num_rels)), num_rels)
@@ -400,22 +407,38 @@ def build_split(
     widths, heights = parsed.widths[rows], parsed.heights[rows]
     box_image = np.repeat(np.arange(len(rows)), num_boxes[rows])
     boxes = parsed.boxes[box_rows]
-    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, widths[box_image][:, None])
-    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, heights[box_image][:, None])
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, (widths[box_image] - margin)[:, None])
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, (heights[box_image] - margin)[:, None])
+    labels = parsed.labels[box_rows]
+    box_offsets = _offsets(num_boxes[rows])
+    relations = relations[rel_keep].copy()
+    rel_counts = np.bincount(rel_image[rel_keep], minlength=len(num_rels))[rows]
+    if drop_empty_boxes:
+        box_ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        if not box_ok.all():
+            rel_img = np.repeat(np.arange(len(rows)), rel_counts)
+            old_global = relations[:, :2] + box_offsets[rel_img][:, None]
+            rel_ok = box_ok[old_global].all(axis=1)
+            new_box_offsets = _offsets(np.bincount(box_image[box_ok], minlength=len(rows)))
+            relations = relations[rel_ok]
+            relations[:, :2] = (np.cumsum(box_ok) - 1)[old_global[rel_ok]] - new_box_offsets[rel_img[rel_ok]][:, None]
+            rel_counts = np.bincount(rel_img[rel_ok], minlength=len(rows))
+            boxes, labels, box_offsets = boxes[box_ok], labels[box_ok], new_box_offsets
     return SceneGraphSplit(
         name=name,
         image_dir=image_dir,
         image_ids=parsed.image_ids[rows],
         widths=np.round(widths).astype(np.int64),
         heights=np.round(heights).astype(np.int64),
-        box_offsets=_offsets(num_boxes[rows]),
+        box_offsets=box_offsets,
         boxes=boxes.astype(np.float32),
-        labels=parsed.labels[box_rows],
-        rel_offsets=_offsets(np.bincount(rel_image[rel_keep], minlength=len(num_rels))[rows]),
-        relations=relations[rel_keep].copy(),
+        labels=labels,
+        rel_offsets=_offsets(rel_counts),
+        relations=relations,
         idx_to_label=list(parsed.class_names),
         idx_to_predicate=list(parsed.predicate_names),
         sample_duplicate_relations=bool(sample_duplicate_relations),
+        sgg_protocol=sgg_protocol,
         file_names=[parsed.file_names[r] for r in rows],
     )
 
@@ -468,8 +491,10 @@ def load_coco_relations_split(cfg, name: str, json_file: str, image_root: str, w
         raise FileNotFoundError(f"{what}: file not found: {json_file!r}")
     vg = cfg.DATASETS.VISUAL_GENOME
     is_train = name in tuple(cfg.DATASETS.TRAIN)
+    margin = _gt_clip_margin(cfg)
     filters = (bool(vg.FILTER_EMPTY_RELATIONS), is_train and bool(vg.FILTER_NON_OVERLAP),
-               is_train and bool(vg.FILTER_DUPLICATE_RELATIONS))
+               is_train and bool(vg.FILTER_DUPLICATE_RELATIONS), str(cfg.TEST.SGG_PROTOCOL),
+               is_train or margin == 0)
     parsed = cached(("coco", _identity(json_file), os.path.abspath(image_root)),
                     lambda: read_coco_relations(json_file, image_root, what))
     check_model_sizes(cfg, len(parsed.class_names), len(parsed.predicate_names), f"{what} {json_file}")

@@ -13,7 +13,8 @@ Protocol (OpenPSG's "bbox" scene graph use of PSG, docs/DATASETS.md):
 * images without relations are dropped; ``PSG_test`` = the images of ``test_image_ids``, ``PSG_train`` the rest;
 * ``PSG_train`` keeps one predicate per ordered pair, drawn at every load; ``PSG_test`` drops exact duplicate
   (subject, object, predicate) rows and keeps the rest;
-* no non-overlap filter (PSG's relations between disjoint things and stuff are part of the benchmark).
+* no non-overlap filter (PSG's relations between disjoint things and stuff are part of the benchmark);
+* boxes are clamped to the image as VG150's are for ``TEST.SGG_PROTOCOL`` (data/visual_genome.py).
 
 The evaluator is the VG150 one (R, mR, ng-R, zR @20/50/100); the zero-shot set is the test triplets unseen in
 ``PSG_train``.
@@ -27,6 +28,7 @@ import numpy as np
 
 from .coco_relations import (CocoRelations, SceneGraphSplit, _identity, _offsets, build_split, cached,
                              check_model_sizes, read_json)
+from .visual_genome import _gt_clip_margin
 
 logger = logging.getLogger(__name__)
 
@@ -142,10 +144,13 @@ def load_psg_split(cfg, name: str) -> SceneGraphSplit:
     if not images or not os.path.isdir(images):
         raise FileNotFoundError(f"{_KEY}IMAGES: COCO image root not found: {images!r}")
     test = name == "PSG_test"
+    margin = _gt_clip_margin(cfg)
+    protocol = str(cfg.TEST.SGG_PROTOCOL)
     parsed = cached(("psg", _identity(path), test), lambda: read_psg(path, test))
     check_model_sizes(cfg, len(parsed.class_names), len(parsed.predicate_names), f"{_KEY}JSON {path}")
-    split = cached(("psg-split", name, _identity(path), os.path.abspath(images)),
-                   lambda: build_split(name, parsed, images, True, False, not test))
+    split = cached(("psg-split", name, _identity(path), os.path.abspath(images), protocol),
+                   lambda: build_split(name, parsed, images, True, False, not test, protocol,
+                                       not test or margin == 0))
     logger.info("%s: %d images, %d objects, %d relations", name, len(split), split.num_objects,
                 split.num_relations)
     return split

@@ -46,10 +46,11 @@ THREE_IMAGES = {
     ],
 }
 
+# TEST.SGG_PROTOCOL standard clamps as VG150 does, to [0, W - 1] x [0, H - 1].
 EVAL_BOXES = {
-    10: [[10, 10, 30, 30], [0, 25, 100, 80], [60, 0, 90, 50]],
-    20: [[0, 0, 10, 10], [30, 30, 50, 50]],
-    30: [[5, 5, 54.5, 35], [40, 20, 60, 40]],  # 60.5 clamped to the width
+    10: [[10, 10, 30, 30], [0, 25, 99, 79], [60, 0, 90, 50]],
+    20: [[0, 0, 10, 10], [30, 30, 49, 49]],
+    30: [[5, 5, 54.5, 35], [40, 20, 59, 39]],
 }
 EVAL_LABELS = {10: [1, 0, 2], 20: [1, 0], 30: [2, 0]}
 EVAL_RELATIONS = {10: [[0, 1, 1], [2, 0, 0], [0, 1, 2]], 20: [[0, 1, 2]], 30: [[0, 1, 2]]}
@@ -99,6 +100,26 @@ def test_evaluation_split_keeps_every_relation_with_contiguous_indices(dataset):
         assert record["relations"].tolist() == EVAL_RELATIONS[image_id]
     assert split.get_record(1)["file_name"] == os.path.join(images, "sub/b.jpg")
     assert (split.get_record(0)["width"], split.get_record(0)["height"]) == (100, 80)
+
+
+def test_clamping_follows_the_sgg_protocol(dataset, tmp_path):
+    path, images = dataset
+    cfg = make_cfg(path, images, ("mine_train",), "TEST.SGG_PROTOCOL", "iterativesg")
+    split = DatasetCatalog.get("mine_test", cfg)
+    assert split.sgg_protocol == "iterativesg"
+    np.testing.assert_array_equal(split.get_record(0)["boxes"][1], [0, 25, 100, 80])
+    np.testing.assert_array_equal(split.get_record(2)["boxes"][1], [40, 20, 60, 40])  # 60.5 clamped to W
+    # A box inside the last pixel column has no area after the standard clamp: training drops it with its
+    # relation, evaluation keeps both (as VG150's loader does).
+    data = copy.deepcopy(THREE_IMAGES)
+    data["annotations"].append({"id": 104, "image_id": 10, "category_id": 5, "bbox": [99.5, 60, 0.5, 10]})
+    data["rel_annotations"].append({"id": 9, "image_id": 10, "subject_id": 104, "object_id": 101, "predicate_id": 3})
+    path, images = write_dataset(str(tmp_path / "edge"), data, "edge.json")
+    cfg = make_cfg(path, images)
+    test = DatasetCatalog.get("mine_test", cfg).get_record(0)
+    assert test["boxes"].tolist()[3] == [99, 60, 99, 70] and test["relations"].tolist()[-1] == [3, 1, 1]
+    train = DatasetCatalog.get("mine_train", cfg).get_record(0)
+    assert len(train["boxes"]) == 3 and train["relations"].tolist() == [[0, 1, 1], [0, 1, 2]]
 
 
 def test_training_split_applies_the_vg150_train_filters(dataset):

@@ -57,7 +57,8 @@ def test_psg_splits_follow_openpsg(tmp_path):
     train, test = DatasetCatalog.get("PSG_train", cfg), DatasetCatalog.get("PSG_test", cfg)
     assert train.image_ids.tolist() == [1]  # image 3 has no relation; 2 and 4 are test images
     record = train.get_record(0)
-    np.testing.assert_array_equal(record["boxes"], np.array([[0, 0, 10, 20], [5, 5, 25, 25], [0, 15, 40, 30]],
+    # The grass box ends at the image border: clamped to [0, W - 1] x [0, H - 1] (TEST.SGG_PROTOCOL standard).
+    np.testing.assert_array_equal(record["boxes"], np.array([[0, 0, 10, 20], [5, 5, 25, 25], [0, 15, 39, 29]],
                                                             dtype=np.float32))
     assert record["labels"].tolist() == [0, 1, 2]  # thing classes, then stuff classes
     assert record["relations"].tolist() == [[0, 1, 1], [1, 2, 0], [1, 2, 0], [1, 2, 1]]
