@@ -1,14 +1,23 @@
-"""The ``sgg-predictions/v1`` file (SPEC section 3): save atomically, load safely, validate with clear errors.
+"""The ``sgg-predictions`` file (docs/PROTOCOL.md): save atomically, load safely, validate with clear errors.
 
 Layout: ``torch.save`` of ``{"format": "sgg-predictions/v1", "mode": "sgdet", "images": [...]}`` with one entry per
 evaluated image in dataset order::
 
-    image_id    int
-    boxes       float32 (N, 4)  xyxy, original-image pixels
-    labels      int64   (N,)    0-based object classes
-    scores      float32 (N,)
-    rel_pairs   int64   (R, 2)  (subject, object) indices into boxes
-    rel_scores  float32 (R, P)  predicate probabilities, 0-based, no background column
+    image_id            int
+    boxes               float32 (N, 4)  xyxy, original-image pixels
+    labels              int64   (N,)    0-based object classes
+    scores              float32 (N,)
+    rel_pairs           int64   (R, 2)  (subject, object) indices into boxes
+    rel_scores          float32 (R, P)  predicate probabilities, 0-based, no background column
+    rel_ranking_scores  float32 (R,)    v2 only: the score the model ranks its rows by (finite, >= 0)
+
+Two versions. ``sgg-predictions/v1`` has the first six fields. ``sgg-predictions/v2`` is v1 plus
+``rel_ranking_scores`` in every image: the evaluator then orders the graph-constrained list by it (stable,
+descending) instead of by predicate x subject x object score, which reproduces the released IterativeSG order
+(its evaluator takes the rows as its post-processing emits them, ranked by the query's own scores). A writer
+tags a file v2 exactly when its images carry ranking scores, so a file without them stays byte-compatible with
+v1, and a reader that knows only v1 rejects a file whose numbers depend on the new field instead of silently
+ranking it another way. :func:`load_predictions` reads both versions.
 
 Files written by the evaluator keep every entity box but only the relation rows that reach the graph-constrained
 or the no-graph-constraint top 100 (in their original order): evaluating the file gives the same numbers as
@@ -22,9 +31,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from engine.file_io import atomic_write
+from utils.file_io import atomic_write
+from utils.serialization import UnsafeFileError, load_tensor_file
 
 FORMAT = "sgg-predictions/v1"
+FORMAT_V2 = "sgg-predictions/v2"
+FORMATS = (FORMAT, FORMAT_V2)
 MODE = "sgdet"
 # field -> (dtype, number of dimensions)
 FIELDS = {
@@ -34,6 +46,9 @@ FIELDS = {
     "rel_pairs": (np.int64, 2),
     "rel_scores": (np.float32, 2),
 }
+# Optional field (format v2) -> (dtype, number of dimensions); an image either has it or not.
+RANKING_FIELD = "rel_ranking_scores"
+OPTIONAL_FIELDS = {RANKING_FIELD: (np.float32, 1)}
 
 
 class PredictionsFileError(ValueError):
@@ -41,8 +56,10 @@ class PredictionsFileError(ValueError):
 
 
 def check_image_structure(image: Dict[str, np.ndarray], where: str, num_predicates: Optional[int] = None) -> None:
-    """Fields, dtypes and shapes of one image's numpy arrays; ``where`` prefixes errors."""
-    for field, (dtype, ndim) in FIELDS.items():
+    """Fields, dtypes and shapes of one image's numpy arrays (``rel_ranking_scores`` when present); ``where``
+    prefixes errors."""
+    present_optional = {field: spec for field, spec in OPTIONAL_FIELDS.items() if image.get(field) is not None}
+    for field, (dtype, ndim) in {**FIELDS, **present_optional}.items():
         if field not in image:
             raise PredictionsFileError(f"{where}: missing field {field!r}")
         array = image[field]
@@ -59,6 +76,8 @@ def check_image_structure(image: Dict[str, np.ndarray], where: str, num_predicat
         "rel_pairs": (num_rows, 2),
         "rel_scores": (num_rows, num_predicates if num_predicates is not None else image["rel_scores"].shape[1]),
     }
+    if RANKING_FIELD in present_optional:
+        shapes[RANKING_FIELD] = (num_rows,)
     for field, shape in shapes.items():
         if image[field].shape != shape:
             raise PredictionsFileError(f"{where}: {field!r} has shape {tuple(image[field].shape)}, expected {shape}")
@@ -72,8 +91,8 @@ def check_image_values(image: Dict[str, np.ndarray], where: str, num_classes: Op
         raise PredictionsFileError(f"{where}: 'boxes' contains NaN or infinite values")
     if boxes.size and not (boxes[:, 2:] >= boxes[:, :2]).all():
         raise PredictionsFileError(f"{where}: 'boxes' must be xyxy with x2 >= x1 and y2 >= y1")
-    for field in ("scores", "rel_scores"):
-        if image[field].size:
+    for field in ("scores", "rel_scores", RANKING_FIELD):
+        if image.get(field) is not None and image[field].size:
             low, high = float(image[field].min()), float(image[field].max())  # NaN propagates into both
             if not (math.isfinite(low) and math.isfinite(high)):
                 raise PredictionsFileError(f"{where}: {field!r} contains NaN or infinite values")
@@ -109,9 +128,12 @@ def check_many_image_values(
         and bool(((pairs >= 0) & (pairs < pair_limit)).all())
     )
     for image in images:
-        distribution = image["rel_scores"]
-        if not valid or (distribution.size and not (0 <= float(distribution.min())
-                                                    and math.isfinite(float(distribution.max())))):
+        bad_scores = any(
+            image.get(field) is not None and image[field].size
+            and not (0 <= float(image[field].min()) and math.isfinite(float(image[field].max())))
+            for field in ("rel_scores", RANKING_FIELD)
+        )
+        if not valid or bad_scores:
             check_image_values(image, where(image), num_classes)
 
 
@@ -124,12 +146,20 @@ def check_image_predictions(
 
 
 def save_predictions(path: str, images: Sequence[Dict[str, np.ndarray]]) -> None:
-    """Write ``images`` (dicts of numpy arrays + ``image_id``) as ``sgg-predictions/v1``, atomically."""
+    """Write ``images`` (dicts of numpy arrays + ``image_id``) atomically: ``sgg-predictions/v2`` when they carry
+    ``rel_ranking_scores`` (all of them must), else ``sgg-predictions/v1``."""
+    ranked = [image.get(RANKING_FIELD) is not None for image in images]
+    if any(ranked) and not all(ranked):
+        missing = next(int(image["image_id"]) for image, has in zip(images, ranked) if not has)
+        raise PredictionsFileError(
+            f"{path}: some images have {RANKING_FIELD!r} and others (e.g. image_id {missing}) do not"
+        )
+    fields = list(FIELDS) + ([RANKING_FIELD] if ranked and all(ranked) else [])
     payload = {
-        "format": FORMAT,
+        "format": FORMAT_V2 if RANKING_FIELD in fields else FORMAT,
         "mode": MODE,
         "images": [
-            {"image_id": int(image["image_id"]), **{field: torch.from_numpy(image[field]) for field in FIELDS}}
+            {"image_id": int(image["image_id"]), **{field: torch.from_numpy(image[field]) for field in fields}}
             for image in images
         ],
     }
@@ -141,19 +171,21 @@ def load_predictions(
 ) -> List[Dict[str, np.ndarray]]:
     """Read and validate a predictions file; returns its images as dicts of numpy arrays + ``image_id`` (int).
 
-    Raises ``FileNotFoundError`` or :class:`PredictionsFileError` naming the file (and the image) for anything
-    that does not follow the format: wrong tag or mode, wrong dtypes/shapes, pair indices out of range, NaN scores,
-    missing or duplicate image ids.
+    Reads ``sgg-predictions/v1`` and ``v2`` (whose images also hold ``rel_ranking_scores``). Raises
+    ``FileNotFoundError`` or :class:`PredictionsFileError` naming the file (and the image) for anything that does
+    not follow the format: wrong tag or mode, wrong dtypes/shapes, pair indices out of range, NaN scores, missing or
+    duplicate image ids, ranking scores missing in v2 or present in v1.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Predictions file not found: {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling errors come in many types
+        payload = load_tensor_file(path, "predictions file")
+    except UnsafeFileError as error:
         raise PredictionsFileError(f"{path}: not a readable sgg-predictions file ({error})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in FORMATS:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise PredictionsFileError(f"{path}: format tag must be {FORMAT!r}, found {found!r}")
+        raise PredictionsFileError(f"{path}: format tag must be one of {FORMATS}, found {found!r}")
+    version_fields = list(FIELDS) + ([RANKING_FIELD] if payload["format"] == FORMAT_V2 else [])
     if payload.get("mode") != MODE:
         raise PredictionsFileError(f"{path}: mode must be {MODE!r}, found {payload.get('mode')!r}")
     if not isinstance(payload.get("images"), list):
@@ -172,7 +204,11 @@ def load_predictions(
         seen.add(image_id)
         where = f"{where} (image_id {image_id})"
         image = {"image_id": image_id}
-        for field in FIELDS:
+        if payload["format"] == FORMAT and entry.get(RANKING_FIELD) is not None:
+            raise PredictionsFileError(f"{where}: {RANKING_FIELD!r} is a {FORMAT_V2} field, the file says {FORMAT}")
+        if RANKING_FIELD in version_fields and entry.get(RANKING_FIELD) is None:
+            raise PredictionsFileError(f"{where}: missing field {RANKING_FIELD!r} (every {FORMAT_V2} image has it)")
+        for field in version_fields:
             value = entry.get(field)
             if value is not None and not isinstance(value, torch.Tensor):
                 raise PredictionsFileError(f"{where}: {field!r} must be a tensor, found {type(value).__name__}")

@@ -6,7 +6,7 @@ Example (the first line of the lab's README)::
 """
 from typing import Dict, Sequence
 
-from .protocols import get_protocol
+from .protocols import PROTOCOLS
 from .sgg_metrics import RECALL_KS
 
 _LINE_TYPES = (
@@ -28,12 +28,16 @@ def _per_predicate_line(results: Dict[str, float], prefix: str, predicate_names:
     return " ".join(f"({name}:{results[f'per_predicate_{prefix}R@{k}/{name}']:.4f})" for name in predicate_names)
 
 
+def _protocol_line(name: str) -> str:
+    return PROTOCOLS[name].printed_line() if name in PROTOCOLS else f"SGG eval protocol: {name}"
+
+
 def format_results(
     results: Dict[str, float], predicate_names: Sequence[str], ks: Sequence[int] = RECALL_KS
 ) -> str:
     """The block: R, ng-R, zR, ng-zR, mR (+ per-predicate R@max K), ng-mR (+ per-predicate), detection AP; led by
     a line naming the evaluation protocol when ``results`` has ``protocol`` (the evaluator always sets it)."""
-    lines = [get_protocol(results["protocol"]).printed_line()] if "protocol" in results else []
+    lines = [_protocol_line(str(results["protocol"]))] if "protocol" in results else []
     for metric, description in _LINE_TYPES:
         lines.append(_recall_line(results, metric, description, ks))
         if metric in ("mR", "ng-mR"):

@@ -7,6 +7,10 @@ plus the relation rows that reach either top-100 list); at most one batch of ful
 :meth:`SGGEvaluator.evaluate` gathers the records on rank 0, orders them by dataset position, and computes, prints
 and writes everything from those same arrays, so re-evaluating the written predictions file reproduces the numbers
 bit for bit.
+
+``TEST.SGG_PROTOCOL`` picks the protocol (:mod:`evaluation.protocols`): ``standard`` or ``iterativesg``; the
+printed block and ``sgg_eval.json`` (key ``protocol``) name it. A model output with ``rel_ranking_scores`` has its
+graph-constrained rows ordered by them, and the predictions file becomes ``sgg-predictions/v2``.
 """
 import json
 import logging
@@ -16,13 +20,21 @@ from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from data.visual_genome import load_vg_split
-from engine.file_io import atomic_write_text
+from utils import comm
+from utils.file_io import atomic_write_text
 
 from .detection_ap import detection_ap
-from .predictions_file import FIELDS, check_image_structure, check_many_image_values, save_predictions
+from .predictions_file import (
+    FIELDS,
+    RANKING_FIELD,
+    PredictionsFileError,
+    check_image_structure,
+    check_many_image_values,
+    save_predictions,
+)
+from .protocols import SGGProtocol, get_protocol
 from .report import format_results
 from .sgg_metrics import aggregate_recalls, match_images, triplet_keys
 from .zero_shot import load_zero_shot_triplets, unseen_triplets
@@ -46,7 +58,7 @@ class ImageResult:
     gt_triplets: np.ndarray  # (R, 3) int64: subject class, object class, predicate
     graph_ranks: np.ndarray  # (R,) int32 first-hit rank in the graph-constrained list
     free_ranks: np.ndarray  # (R,) int32 first-hit rank in the no-graph-constraint list
-    predictions: Dict[str, np.ndarray]  # compact sgg-predictions/v1 image entry
+    predictions: Dict[str, np.ndarray]  # compact sgg-predictions image entry
 
 
 def _to_numpy(value, dtype) -> np.ndarray:
@@ -68,11 +80,8 @@ def _describe(image_id: int) -> str:
 
 def _gather_on_main_process(items: List) -> Optional[List]:
     """All processes' lists concatenated on rank 0 (``None`` elsewhere); the list itself without distribution."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return items
-    gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-    dist.gather_object(items, gathered, dst=0)
-    if dist.get_rank() != 0:
+    gathered = comm.gather(items, dst=0)
+    if gathered is None:
         return None
     return [item for part in gathered for item in part]
 
@@ -88,6 +97,9 @@ class SGGEvaluator:
         dataset_name: only for messages.
         inference_amp: whether :func:`evaluation.inference_on_dataset` should run the model under bf16 autocast
             on CUDA (``SOLVER.AMP.ENABLED``); the evaluator itself always computes in float64/float32.
+        protocol: ``"standard"``, ``"iterativesg"`` or an :class:`~evaluation.protocols.SGGProtocol`
+            (``TEST.SGG_PROTOCOL``). A split loaded by ``data.visual_genome`` must have been loaded for a protocol
+            with the same ground-truth box convention (its ``sgg_protocol``).
     """
 
     def __init__(
@@ -97,7 +109,16 @@ class SGGEvaluator:
         output_dir: Optional[str] = None,
         dataset_name: str = "",
         inference_amp: bool = False,
+        protocol: Union[str, SGGProtocol] = "standard",
     ):
+        self.protocol = get_protocol(protocol)
+        split_protocol = getattr(split, "sgg_protocol", None)
+        if split_protocol is not None and get_protocol(split_protocol).gt_clip_margin != self.protocol.gt_clip_margin:
+            raise ValueError(
+                f"{dataset_name or 'the split'} was loaded with TEST.SGG_PROTOCOL {split_protocol!r}, whose "
+                f"ground-truth boxes do not follow the {self.protocol.name!r} protocol; load it with the same "
+                "TEST.SGG_PROTOCOL"
+            )
         self.split = split
         self.dataset_name = dataset_name
         self.output_dir = output_dir
@@ -110,10 +131,12 @@ class SGGEvaluator:
         self._position = {int(image_id): i for i, image_id in enumerate(split.image_ids)}
         self._results: List[ImageResult] = []
         self._pending: List[Dict] = []  # validated predictions waiting to be matched
+        self._ranked: Optional[bool] = None  # whether the outputs carry rel_ranking_scores (all or none)
 
     def reset(self) -> None:
         self._results = []
         self._pending = []
+        self._ranked = None
 
     def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
         """Check each image's fields and shapes now; check values and match in batches of ``MATCH_BATCH_SIZE``."""
@@ -122,6 +145,16 @@ class SGGEvaluator:
             if image_id not in self._position:
                 raise KeyError(f"image_id {image_id} is not in the evaluated split {self.dataset_name!r}")
             prediction = {field: _to_numpy(output[field], dtype) for field, (dtype, _) in FIELDS.items()}
+            ranked = output.get(RANKING_FIELD) is not None
+            if self._ranked is None:
+                self._ranked = ranked
+            elif ranked != self._ranked:
+                raise PredictionsFileError(
+                    f"{_describe(image_id)}: {RANKING_FIELD!r} is {'present' if ranked else 'absent'} here but "
+                    f"{'absent' if ranked else 'present'} in earlier images (all outputs or none must have it)"
+                )
+            if ranked:
+                prediction[RANKING_FIELD] = _to_numpy(output[RANKING_FIELD], np.float32)
             check_image_structure(prediction, _describe(image_id), num_predicates=self.num_predicates)
             prediction["image_id"] = image_id
             self._pending.append(prediction)
@@ -137,7 +170,8 @@ class SGGEvaluator:
         indices = [self._position[prediction["image_id"]] for prediction in self._pending]
         records = [self.split.get_record(index) for index in indices]
         for index, record, prediction, match in zip(
-            indices, records, self._pending, match_images(self._pending, records)
+            indices, records, self._pending, match_images(self._pending, records,
+                                                          iou_plus_one=self.protocol.iou_plus_one)
         ):
             gt_boxes = np.asarray(record["boxes"], dtype=np.float32).reshape(-1, 4)
             gt_labels = np.asarray(record["labels"], dtype=np.int64)
@@ -153,6 +187,8 @@ class SGGEvaluator:
                 "rel_pairs": prediction["rel_pairs"][match.kept_rows],
                 "rel_scores": prediction["rel_scores"][match.kept_rows],
             }
+            if RANKING_FIELD in prediction:
+                compact[RANKING_FIELD] = prediction[RANKING_FIELD][match.kept_rows]
             self._results.append(
                 ImageResult(index, compact["image_id"], gt_boxes, gt_labels, gt_triplets, match.graph_ranks,
                             match.free_ranks, compact)
@@ -186,11 +222,13 @@ class SGGEvaluator:
         return unique
 
     def recall_metrics(self, results: List[ImageResult]) -> Dict[str, float]:
-        """Every recall number (and the row counts) from per-image records already in dataset order."""
+        """Every recall number (and the row counts) from per-image records already in dataset order, under the
+        evaluator's protocol (its name under ``protocol``)."""
         num_rows = [len(result.gt_triplets) for result in results]
         gt_triplets = np.concatenate([r.gt_triplets for r in results]) if results else np.zeros((0, 3), np.int64)
         keys = triplet_keys(*gt_triplets.T, num_classes=self.num_classes, num_predicates=self.num_predicates)
         zero_shot = np.isin(keys, self._zero_shot())
+        without_rows = np.array([len(r.predictions["rel_pairs"]) == 0 for r in results], dtype=bool)
         metrics = aggregate_recalls(
             gt_predicates=gt_triplets[:, 2],
             zero_shot=zero_shot,
@@ -199,8 +237,14 @@ class SGGEvaluator:
             image_index=np.repeat(np.arange(len(results)), num_rows),
             num_images=len(results),
             predicate_names=self.predicate_names,
+            skipped_images=without_rows if self.protocol.skip_images_without_rows else None,
+            mean_recall_slot0=self.protocol.mean_recall_slot0,
         )
+        metrics = {"protocol": self.protocol.name, **metrics}
         metrics["num_images"] = len(results)
+        metrics["num_images_without_rows"] = int(without_rows.sum())
+        metrics["num_images_scored"] = len(results) - (metrics["num_images_without_rows"]
+                                                       if self.protocol.skip_images_without_rows else 0)
         metrics["num_gt_relations"] = int(sum(num_rows))
         metrics["num_zero_shot_relations"] = int(zero_shot.sum())
         return metrics
@@ -267,4 +311,5 @@ def build_sgg_evaluator(cfg, dataset_name: str, output_dir: Optional[str]) -> SG
         output_dir=output_dir,
         dataset_name=dataset_name,
         inference_amp=bool(cfg.SOLVER.AMP.ENABLED),
+        protocol=cfg.TEST.SGG_PROTOCOL,
     )
