@@ -8,6 +8,10 @@ and batch; ``run_info.json`` (written at start-up) the GPU; ``inference/<dataset
 metrics and ``detection_eval.json`` (if a detector pre-training run) or the SGG file the detection AP.
 Parameter counts come from ``parameters.json`` when present, otherwise the model is built from the config
 (on the CPU, no weights) and counted like ``tools/count_parameters.py``.
+
+The scene-graph table names the evaluation protocol of every row (``protocol`` in ``sgg_eval.json``; files written
+before ``TEST.SGG_PROTOCOL`` existed are ``standard``). Rows of different protocols never share a column silently:
+each row is marked with its protocol's footnote and the footnotes say what differs (docs/PROTOCOL.md).
 """
 from __future__ import annotations
 
@@ -17,6 +21,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from evaluation.protocols import PROTOCOLS  # noqa: E402
+
+_FOOTNOTE_MARKS = ("¹", "²", "³")
 
 
 def _load_json(path: str) -> dict | None:
@@ -68,6 +76,9 @@ def collect(run_dir: str, name: str, dataset: str) -> dict:
     sgg = _load_json(os.path.join(eval_dir, "sgg_eval.json"))
     det = _load_json(os.path.join(eval_dir, "detection_eval.json")) or sgg or {}
     backbone_params, total_params = _parameter_counts(run_dir, cfg)
+    protocol = str(sgg.get("protocol", "standard")) if sgg else None
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ValueError(f"{os.path.join(eval_dir, 'sgg_eval.json')}: unknown protocol {protocol!r}")
     return {
         "name": name,
         "encoder": _encoder_name(cfg),
@@ -78,6 +89,7 @@ def collect(run_dir: str, name: str, dataset: str) -> dict:
         "num_devices": info.get("world_size", "-"),
         "batch": cfg.SOLVER.IMS_PER_BATCH,
         "sgg": sgg,
+        "protocol": protocol,
         "det": det,
     }
 
@@ -90,13 +102,24 @@ def render(rows: list[dict], dataset: str) -> str:
         gpu = r["gpu"] if r["num_devices"] in ("-", 1) else f"{r['num_devices']}× {r['gpu']}"
         out.append(f"| {r['name']} | {r['encoder']} | {r['decoder']} | {r['backbone_params']:,} | "
                    f"{r['total_params']:,} | {gpu} | {r['batch']} |")
-    out += ["", f"### Scene graph generation (sgdet, {dataset}, %)\n",
-            "| Model | R@20/50/100 | ng-R@20/50/100 | zR@20/50/100 | mR@20/50/100 | ng-mR@20/50/100 |",
-            "|:-----:|:-----------:|:--------------:|:------------:|:------------:|:---------------:|"]
+    protocols = sorted({r["protocol"] for r in rows if r["protocol"]}, key=list(PROTOCOLS).index)
+    mixed = len(protocols) > 1
+    marks = {name: _FOOTNOTE_MARKS[i] for i, name in enumerate(protocols)} if mixed else {}
+    title = f"sgdet, {dataset}, %" + (f", protocol {protocols[0]}" if len(protocols) == 1 else "")
+    out += ["", f"### Scene graph generation ({title})\n",
+            "| Model | R@20/50/100 | ng-R@20/50/100 | zR@20/50/100 | mR@20/50/100 | ng-mR@20/50/100 | Protocol |",
+            "|:-----:|:-----------:|:--------------:|:------------:|:------------:|:---------------:|:--------:|"]
     for r in rows:
         m = r["sgg"] or {}
-        out.append(f"| {r['name']} | " + " | ".join(_fmt_triple(m, p) for p in ("R", "ng-R", "zR", "mR", "ng-mR"))
-                   + " |")
+        protocol = f"{r['protocol']}{marks.get(r['protocol'], '')}" if r["protocol"] else "-"
+        out.append(f"| {r['name']} | "
+                   + " | ".join(_fmt_triple(m, p) for p in ("R", "ng-R", "zR", "mR", "ng-mR")) + f" | {protocol} |")
+    if mixed:  # never two protocols in one column without saying so
+        out.append("")
+        out.append("The rows were evaluated with different protocols, whose numbers are not directly comparable "
+                   "(docs/PROTOCOL.md):")
+        for name in protocols:
+            out.append(f"- {marks[name]} `{name}`: {PROTOCOLS[name].description}.")
     out += ["", f"### Object detection ({dataset}, %)\n", "| Model | AP50 | AP |", "|:-----:|:----:|:--:|"]
     for r in rows:
         d = r["det"]
