@@ -10,18 +10,51 @@
 ``best_model_final.pth`` by ``TEST.BEST_METRIC``) and ``DATASETS.TEST`` at the end; ``--eval-only`` evaluates
 ``DATASETS.TEST`` with the last checkpoint (``--resume``) or ``MODEL.WEIGHTS``.  A user error (unknown config
 key, missing dataset file, ...) prints one line ``error: ...`` to stderr and exits with status 2.
+
+This file is the application layer (docs/ARCHITECTURE.md): :class:`SceneGraphTrainer` wires the task-specific
+pieces into the generic ``engine.trainer.Trainer`` — the training split's predicate counts for the loss weights,
+and the evaluator (scene-graph metrics, or box AP for the pre-training detectors).  The tools import it.
 """
 import argparse
 import logging
 import sys
 from typing import Any, Dict
 
+import torch
+
+from data.build import images_per_process
+from data.visual_genome import get_predicate_counts
 from engine.checkpoint import ModelCheckpointer
 from engine.defaults import default_argument_parser, default_setup, run_command_line, setup_cfg
 from engine.launch import launch
 from engine.trainer import Trainer
+from evaluation import build_sgg_evaluator
+from evaluation.detection_evaluator import build_detection_evaluator
+from modeling import build_model
 
 logger = logging.getLogger("train_iterative_model")
+
+# Meta-architectures that output plain detections (boxes, labels, scores) rather than scene graphs.
+DETECTOR_META_ARCHITECTURES = ("DETRDetector", "FCOSDetector")
+
+
+class SceneGraphTrainer(Trainer):
+    """The generic trainer with this task's wiring: the model gets the training split's predicate counts (the
+    α/β predicate loss weights), and evaluation is scene-graph recall (or box AP for the detectors)."""
+
+    @classmethod
+    def build_model(cls, cfg, training: bool = True) -> torch.nn.Module:
+        """``modeling.build_model`` with the train-split predicate counts (training) or without (inference)."""
+        predicate_counts = get_predicate_counts(cfg) if training else None
+        return cls.log_model(build_model(cfg, predicate_counts))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name: str, output_dir: str):
+        """Box AP (``detection_eval.json``) for the pre-training detectors, scene-graph metrics otherwise."""
+        if cfg.MODEL.META_ARCHITECTURE in DETECTOR_META_ARCHITECTURES:
+            return build_detection_evaluator(cfg, dataset_name, output_dir)
+        return build_sgg_evaluator(cfg, dataset_name, output_dir)
+
 
 
 def main(args: argparse.Namespace) -> Dict[str, Any]:
@@ -29,17 +62,17 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     cfg = default_setup(setup_cfg(args), args)
     if args.eval_only:
         return evaluate(cfg, resume=args.resume)
-    trainer = Trainer(cfg)
+    trainer = SceneGraphTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     trainer.train()
     if not cfg.DATASETS.TEST:
         return {}
-    return Trainer.test(cfg, trainer.checkpointer.model, cfg.DATASETS.TEST)
+    return SceneGraphTrainer.test(cfg, trainer.checkpointer.model, cfg.DATASETS.TEST)
 
 
 def evaluate(cfg, resume: bool) -> Dict[str, Any]:
     """Evaluate the last checkpoint of OUTPUT_DIR (``resume``) or ``MODEL.WEIGHTS`` on every ``DATASETS.TEST``."""
-    model = Trainer.build_model(cfg, training=False)
+    model = SceneGraphTrainer.build_model(cfg, training=False)
     checkpointer = ModelCheckpointer(model, cfg.OUTPUT_DIR, save_to_disk=False)
     if not (resume and checkpointer.has_checkpoint()) and not cfg.MODEL.WEIGHTS:
         raise ValueError(
@@ -47,13 +80,14 @@ def evaluate(cfg, resume: bool) -> Dict[str, Any]:
             f"({'--resume given' if resume else 'no --resume'}) and MODEL.WEIGHTS is empty"
         )
     checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
-    return Trainer.test(cfg, model, cfg.DATASETS.TEST)
+    return SceneGraphTrainer.test(cfg, model, cfg.DATASETS.TEST)
 
 
 def run(argv=None) -> Any:
     """Parse ``argv``, check the config in this process (errors surface once, before any process starts), launch."""
     args = default_argument_parser().parse_args(argv)
     cfg = setup_cfg(args)
+    images_per_process(cfg, args.num_gpus * args.num_machines)  # a batch that does not split is an error now
     return launch(
         main,
         args.num_gpus,

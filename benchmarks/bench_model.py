@@ -62,7 +62,7 @@ import torch  # noqa: E402
 
 from configs.defaults import get_cfg  # noqa: E402
 from data import transforms as T  # noqa: E402
-from engine.file_io import atomic_write_text  # noqa: E402
+from utils.file_io import atomic_write_text  # noqa: E402
 from engine.solver import build_optimizer, clip_gradients  # noqa: E402
 from engine.train_loop import SimpleTrainer  # noqa: E402
 from modeling import build_model  # noqa: E402

@@ -10,20 +10,15 @@ order, augmentation and duplicate-relation sampling) depends on ``(cfg.SEED, i, 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset
+
+from utils import comm
 
 from .mapper import VGDatasetMapper
 from .samplers import InferenceSampler, IterationSampler, TrainingBatchPlan
 from .visual_genome import SPLIT_NAMES, VGSplit, load_vg_split
 
 __all__ = ["build_train_loader", "build_test_loader", "TrainBatches", "MappedSplit", "images_per_process"]
-
-
-def _rank_and_world_size() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def images_per_process(cfg, world_size: int) -> int:
@@ -97,7 +92,7 @@ def _num_workers(cfg) -> int:
 
 def build_train_loader(cfg, start_iter: int = 0) -> DataLoader:
     """Infinite loader of per-rank training batches (lists of ``IMS_PER_BATCH // world_size`` dicts)."""
-    rank, world_size = _rank_and_world_size()
+    rank, world_size = (comm.get_rank(), comm.get_world_size())
     per_rank = images_per_process(cfg, world_size)
     split = load_vg_split(cfg, _train_split_name(cfg))
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
@@ -119,7 +114,7 @@ def build_train_loader(cfg, start_iter: int = 0) -> DataLoader:
 
 def build_test_loader(cfg, name: str) -> DataLoader:
     """This rank's shard of split ``name`` (every image exactly once over all ranks), batches of one item."""
-    rank, world_size = _rank_and_world_size()
+    rank, world_size = (comm.get_rank(), comm.get_world_size())
     split = load_vg_split(cfg, name)
     return DataLoader(
         MappedSplit(split, VGDatasetMapper(cfg, is_train=False)),

@@ -19,18 +19,24 @@ from torchvision import tv_tensors
 
 from . import transforms as T
 
-__all__ = ["VGDatasetMapper", "read_image"]
+__all__ = ["VGDatasetMapper", "read_image", "check_image_format"]
 
 logger = logging.getLogger(__name__)
 _IMAGES_KEY = "DATASETS.VISUAL_GENOME.IMAGES"
+
+
+def check_image_format(image_format: str) -> str:
+    """``image_format`` if it is a supported ``INPUT.FORMAT`` ("RGB" or "BGR"), else a ValueError naming the key."""
+    if image_format not in ("RGB", "BGR"):
+        raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got '{image_format}'")
+    return image_format
 
 
 def read_image(file_name: str, image_id: int, image_format: str = "RGB") -> torch.Tensor:
     """(3, H, W) uint8 tensor of the EXIF-transposed image in ``image_format`` ("RGB" or "BGR") channel order."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    if image_format not in ("RGB", "BGR"):
-        raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got '{image_format}'")
+    check_image_format(image_format)
     try:
         with Image.open(file_name) as im:
             im = ImageOps.exif_transpose(im).convert("RGB")
@@ -64,9 +70,7 @@ class VGDatasetMapper:
 
     def __init__(self, cfg, is_train: bool):
         self.is_train = is_train
-        self.image_format = cfg.INPUT.FORMAT
-        if self.image_format not in ("RGB", "BGR"):
-            raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got '{self.image_format}'")
+        self.image_format = check_image_format(cfg.INPUT.FORMAT)
         if is_train:
             self.min_sizes = [int(s) for s in cfg.INPUT.MIN_SIZE_TRAIN]
             self.max_size = int(cfg.INPUT.MAX_SIZE_TRAIN)

@@ -1,18 +1,16 @@
-"""Writers for the three VG150 files (SPEC section 1), used by the synthetic world and the loader benchmark.
+"""Writers for the three VG150 files (docs/PROTOCOL.md), used by the synthetic world and the loader benchmark.
 
-Everything is written atomically (temporary file in the target folder + ``os.replace``), so a reader never sees a
-half-written file.
+Everything is written atomically (``utils.file_io``: temporary file in the target folder, fsync, ``os.replace``),
+so a reader never sees a half-written file.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
 
-from engine.file_io import default_file_mode
+from utils.file_io import atomic_write_bytes, atomic_write_path
 
 __all__ = [
     "H5_DTYPES",
@@ -39,27 +37,6 @@ H5_DTYPES = {
     "attributes": np.int64,
     "active_object_mask": np.bool_,
 }
-
-
-def _temp_path(path: str) -> str:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, default_file_mode())  # mkstemp makes the file private (0o600); give the umask's permissions
-    return tmp
-
-
-def atomic_write_bytes(path: str, payload: bytes) -> None:
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def write_json(path: str, obj) -> None:
@@ -107,17 +84,14 @@ def write_vg_h5(path: str, fields: dict) -> None:
         "predicates": (num_relations, 1),
     }
     shapes.update({k: (num_images,) for k in ("split",) + tuple(k for k in H5_DTYPES if k.startswith("img_to"))})
-    tmp = _temp_path(path)
-    try:
-        with h5py.File(tmp, "w") as f:
+
+    def write(tmp_path: str) -> None:
+        with h5py.File(tmp_path, "w") as f:
             for name, dtype in H5_DTYPES.items():
                 array = np.asarray(fields[name]).astype(dtype).reshape(shapes[name])
                 f.create_dataset(name, data=array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    atomic_write_path(path, write)
 
 
 def vocabulary_dicts(labels: Sequence[str], predicates: Sequence[str], attributes: Sequence[str], counts: dict) -> dict:

@@ -7,12 +7,11 @@
 * files load with ``torch.load(weights_only=True)``: checkpoints hold only tensors and plain Python values;
 * a checkpoint written by this engine (it carries :data:`CHECKPOINT_FORMAT`) loads as is; any other weights file
   (``MODEL.WEIGHTS``: released IterativeSG/DETR checkpoints, vovnet/centermask2 weights) goes through
-  ``modeling.weight_conversion.convert_to_model_state_dict`` when that module exists, and its report is logged;
+  ``modeling.weight_conversion.convert_to_model_state_dict``, and its report is logged;
 * a parameter whose shape differs between checkpoint and model is an error naming the key (fvcore only warns).
 """
 import logging
 import os
-import pickle
 import random
 from typing import Any, Dict, List, Optional
 
@@ -20,7 +19,9 @@ import numpy as np
 import torch
 from fvcore.common.checkpoint import Checkpointer
 
-from engine.file_io import atomic_write, atomic_write_text
+from modeling.weight_conversion import convert_to_model_state_dict
+from utils.file_io import atomic_write, atomic_write_text
+from utils.serialization import load_tensor_file
 
 __all__ = ["ModelCheckpointer", "CHECKPOINT_FORMAT", "capture_rng_state", "restore_rng_state"]
 
@@ -72,13 +73,7 @@ class ModelCheckpointer(Checkpointer):
         return super().load(path, checkpointables=checkpointables)
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
-        try:
-            checkpoint = torch.load(filename, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise ValueError(
-                f"{filename} holds Python objects other than tensors and plain values, so it cannot be loaded "
-                f"with torch.load(weights_only=True); re-save its state dict with tensors only. ({error})"
-            ) from error
+        checkpoint = load_tensor_file(filename, "checkpoint")
         if not isinstance(checkpoint, dict):
             raise ValueError(f"{filename}: expected a dict (a state dict or a checkpoint), got {type(checkpoint)}")
         if "model" not in checkpoint:  # a bare state dict
@@ -88,13 +83,8 @@ class ModelCheckpointer(Checkpointer):
         return checkpoint
 
     def _convert_foreign_weights(self, state_dict: Dict[str, Any], filename: str) -> Dict[str, Any]:
-        convert = _find_weight_converter()
-        if convert is None:
-            self.logger.warning("modeling.weight_conversion is not available: loading %s without key renaming",
-                                filename)
-            return state_dict
         try:
-            converted, report = convert(state_dict, self.model)
+            converted, report = convert_to_model_state_dict(state_dict, self.model)
         except ValueError as error:  # e.g. shape mismatches, which the converter names key by key
             raise ValueError(f"{filename}: {error}") from error
         self.logger.info("Weight conversion of %s: %s", filename, report)
@@ -112,21 +102,6 @@ class ModelCheckpointer(Checkpointer):
                 f"Shape mismatch loading {self._loading_path}:\n  " + "\n  ".join(mismatched)
             )
         return super()._load_model(checkpoint)
-
-
-def _find_weight_converter():
-    """``modeling.weight_conversion.convert_to_model_state_dict`` if that module exists, else None."""
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec("modeling.weight_conversion")
-    except ModuleNotFoundError:  # no "modeling" package at all
-        return None
-    if spec is None:
-        return None
-    from modeling.weight_conversion import convert_to_model_state_dict
-
-    return convert_to_model_state_dict
 
 
 def capture_rng_state() -> Dict[str, Any]:

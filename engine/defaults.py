@@ -19,10 +19,10 @@ import torch
 import yaml
 
 from configs.defaults import CfgNode, get_cfg
-from engine import comm
-from engine.file_io import atomic_write_text
+from utils import comm
+from utils.file_io import atomic_write_text
 from engine.launch import LaunchError
-from engine.logger import setup_logger
+from utils.logger import setup_logger
 
 __all__ = ["default_argument_parser", "setup_cfg", "default_setup", "seed_all_rng", "run_command_line", "USER_ERRORS"]
 

@@ -8,9 +8,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from engine import comm
+from utils import comm
 from engine.checkpoint import ModelCheckpointer, capture_rng_state
-from engine.events import EventWriter
+from utils.events import EventWriter
 from engine.train_loop import HookBase
 
 __all__ = ["IterationTimer", "LRScheduler", "PeriodicCheckpointer", "EvalHook", "BestCheckpointer", "PeriodicWriter",

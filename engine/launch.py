@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from engine import comm
+from utils import comm
 
 __all__ = ["launch", "LaunchError", "DEFAULT_TIMEOUT", "find_free_port", "launched_by_torchrun"]
 

@@ -14,8 +14,8 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 
-from engine import comm
-from engine.events import EventStorage
+from utils import comm
+from utils.events import EventStorage
 
 __all__ = ["HookBase", "TrainerBase", "SimpleTrainer"]
 

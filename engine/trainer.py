@@ -1,9 +1,12 @@
-"""The config-driven trainer: builds model, optimizer, schedule, data, checkpointer and hooks from ``cfg``.
+"""The config-driven, task-agnostic trainer: builds model, optimizer, schedule, data, checkpointer and hooks
+from ``cfg``.
 
-Every part of the project is built through a classmethod (``build_model``, ``build_train_loader``,
-``build_test_loader``, ``build_evaluator``, ``run_inference``) that imports its package lazily, following
-docs/ARCHITECTURE.md; a subclass overriding them trains anything with the same machinery (the tests use tiny
-stand-ins this way).
+Every part is built through a classmethod (``build_model``, ``build_train_loader``, ``build_test_loader``,
+``build_evaluator``, ``run_inference``).  The defaults build the generic parts (``modeling.build_model(cfg)``,
+``data.build`` loaders, ``evaluation.inference_on_dataset``); what depends on the task — the model's data needs
+(predicate counts) and the evaluator — is the application's choice: ``train_iterative_model.SceneGraphTrainer``
+overrides ``build_model`` and ``build_evaluator`` (detectron2's ``train_net.py`` pattern).  A subclass overriding
+them trains anything with the same machinery (the tests use tiny stand-ins this way).
 """
 import functools
 import logging
@@ -14,21 +17,19 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from engine import comm
 from engine.checkpoint import ModelCheckpointer, restore_rng_state
-from engine.events import ConsoleMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
-from engine.file_io import remove_stale_temp_files
 from engine.hooks import BestCheckpointer, EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer
 from engine.hooks import PeriodicWriter
 from engine.solver import build_lr_scheduler, build_optimizer, clip_gradients
 from engine.train_loop import HookBase, SimpleTrainer
+from utils import comm
+from utils.events import ConsoleMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
+from utils.file_io import remove_stale_temp_files
+from utils.model_wrappers import unwrap_model
 
-__all__ = ["Trainer", "create_ddp_model", "unwrap_model"]
+__all__ = ["Trainer", "create_ddp_model"]
 
 logger = logging.getLogger(__name__)
-
-# Meta-architectures that output plain detections (boxes, labels, scores) rather than scene graphs.
-DETECTOR_META_ARCHITECTURES = ("DETRDetector", "FCOSDetector")
 
 
 def create_ddp_model(model: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
@@ -42,12 +43,6 @@ def create_ddp_model(model: torch.nn.Module, find_unused_parameters: bool = Fals
         forward_sync_buffers=False,  # buffers are synced from rank 0 once, at wrapping; not at every forward
         find_unused_parameters=find_unused_parameters,
     )
-
-
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain model inside torch.compile and DistributedDataParallel wrappers."""
-    model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 class Trainer(SimpleTrainer):
@@ -70,9 +65,6 @@ class Trainer(SimpleTrainer):
     """
 
     def __init__(self, cfg, find_unused_parameters: Optional[bool] = None) -> None:
-        if cfg.SOLVER.IMS_PER_BATCH % comm.get_world_size() != 0:
-            raise ValueError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} must be a multiple of the number of "
-                             f"processes ({comm.get_world_size()})")
         self.cfg = cfg
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -174,19 +166,19 @@ class Trainer(SimpleTrainer):
         ]
 
     # ----------------------------------------------------------------------------------------------------------
-    # Builders of the other parts (lazy imports: the engine works, and is tested, without them).
+    # Builders of the parts.  The defaults are task-agnostic; the application overrides what depends on the task.
     # ----------------------------------------------------------------------------------------------------------
     @classmethod
     def build_model(cls, cfg, training: bool = True) -> torch.nn.Module:
-        """``modeling.build_model`` with the train-split predicate counts (training) or without (inference)."""
+        """``modeling.build_model(cfg)`` (no dataset statistics); ``training`` lets an application pass the data
+        the model needs only for training (e.g. loss weights from the training split)."""
         from modeling import build_model
 
-        predicate_counts = None
-        if training:
-            from data.visual_genome import get_predicate_counts
+        return cls.log_model(build_model(cfg))
 
-            predicate_counts = get_predicate_counts(cfg)
-        model = build_model(cfg, predicate_counts)
+    @staticmethod
+    def log_model(model: torch.nn.Module) -> torch.nn.Module:
+        """Log the model's parameter counts; returns it."""
         logger.info("Model %s: %d parameters (%d trainable)", type(model).__name__,
                     sum(p.numel() for p in model.parameters()),
                     sum(p.numel() for p in model.parameters() if p.requires_grad))
@@ -214,14 +206,10 @@ class Trainer(SimpleTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_dir: str):
-        """Box AP (``detection_eval.json``) for the pre-training detectors, scene-graph metrics otherwise."""
-        if cfg.MODEL.META_ARCHITECTURE in DETECTOR_META_ARCHITECTURES:
-            from evaluation.detection_evaluator import build_detection_evaluator
-
-            return build_detection_evaluator(cfg, dataset_name, output_dir)
-        from evaluation import build_sgg_evaluator
-
-        return build_sgg_evaluator(cfg, dataset_name, output_dir)
+        """The evaluator of ``dataset_name``: the application's choice (the engine knows no task)."""
+        raise NotImplementedError(
+            f"{cls.__name__}.build_evaluator: the application chooses the evaluator (see "
+            "train_iterative_model.SceneGraphTrainer)")
 
     @classmethod
     def run_inference(cls, model: torch.nn.Module, data_loader: Iterable, evaluator) -> Dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from data.visual_genome import load_vg_split
-from engine.file_io import atomic_write_text
+from utils.file_io import atomic_write_text
 
 from .detection_ap import coco_box_metrics
 from .sgg_evaluator import _gather_on_main_process, _to_numpy

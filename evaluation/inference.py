@@ -6,17 +6,14 @@ import time
 from typing import Dict, Iterable, Optional
 
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
+
+from utils import comm
 
 logger = logging.getLogger(__name__)
 
 # Seconds between two progress log lines.
 LOG_PERIOD_S = 30.0
-
-
-def _is_main_process() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 @contextlib.contextmanager
@@ -51,7 +48,7 @@ def inference_on_dataset(model: torch.nn.Module, loader: Iterable, evaluator, am
         total = len(loader)
     except TypeError:
         total = None
-    main = _is_main_process()
+    main = comm.is_main_process()
     evaluator.reset()
     start = last_log = time.perf_counter()
     done = 0

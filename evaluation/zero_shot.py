@@ -8,6 +8,8 @@ import os
 import numpy as np
 import torch
 
+from utils.serialization import load_tensor_file
+
 
 def load_zero_shot_triplets(path: str, num_classes: int, num_predicates: int) -> np.ndarray:
     """Read and validate a zero-shot file; returns a (Z, 3) int64 array of 0-based triplets.
@@ -21,7 +23,7 @@ def load_zero_shot_triplets(path: str, num_classes: int, num_predicates: int) ->
     if path.endswith(".npy"):
         array = np.load(path, allow_pickle=False)
     elif path.endswith(".pt"):
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = load_tensor_file(path, where)
         if not isinstance(loaded, torch.Tensor):
             raise ValueError(f"{where} must hold a tensor, found {type(loaded).__name__}")
         array = loaded.numpy()

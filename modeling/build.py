@@ -3,6 +3,7 @@ from typing import Optional, Sequence
 
 from torch import nn
 
+from .backbone import build_backbone
 from .detr_detector import DETRDetector
 from .fcos_detector import FCOSDetector
 from .iterative_model import IterativeSceneGraphModel
@@ -15,15 +16,6 @@ META_ARCHITECTURES = {
 }
 
 
-def _build_backbone(cfg) -> nn.Module:
-    try:
-        from .backbone import build_backbone
-    except ImportError as e:
-        raise ImportError(f"modeling.backbone.build_backbone is not available ({e}); "
-                          f"cannot build MODEL.BACKBONE.NAME {cfg.MODEL.BACKBONE.NAME!r}") from e
-    return build_backbone(cfg)
-
-
 def build_model(cfg, predicate_counts: Optional[Sequence[int]] = None) -> nn.Module:
     """Build the model of ``cfg`` and move it to ``cfg.MODEL.DEVICE``.
 
@@ -33,5 +25,5 @@ def build_model(cfg, predicate_counts: Optional[Sequence[int]] = None) -> nn.Mod
     name = cfg.MODEL.META_ARCHITECTURE
     if name not in META_ARCHITECTURES:
         raise ValueError(f"MODEL.META_ARCHITECTURE {name!r} is unknown; choose from {sorted(META_ARCHITECTURES)}")
-    model = META_ARCHITECTURES[name](cfg, _build_backbone(cfg), predicate_counts=predicate_counts)
+    model = META_ARCHITECTURES[name](cfg, build_backbone(cfg), predicate_counts=predicate_counts)
     return model.to(cfg.MODEL.DEVICE)

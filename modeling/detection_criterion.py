@@ -1,67 +1,14 @@
 """DETR's set prediction loss for plain object detection: per-layer Hungarian matching, class CE, L1 and GIoU."""
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import box_convert, generalized_box_iou, generalized_box_iou_loss
+from torchvision.ops import box_convert, generalized_box_iou_loss
 
+from utils import comm
 
-class HungarianBoxMatcher(nn.Module):
-    """One assignment per decoder layer and image between the Q box queries and the image's G ground-truth boxes.
-
-    The cost of pairing query q with box g is ``cost_class`` × (−probability of g's class) + ``cost_bbox`` × L1
-    distance of the normalised (cx, cy, w, h) boxes + ``cost_giou`` × (−GIoU), as in DETR.  Every layer is
-    matched on its own (DETR's auxiliary losses), but the costs of all layers and images are built in one batch on
-    the predictions' device and copied to the host once; only ``linear_sum_assignment`` runs per (layer, image).
-    """
-
-    def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0):
-        super().__init__()
-        self.cost_class = cost_class
-        self.cost_bbox = cost_bbox
-        self.cost_giou = cost_giou
-
-    @torch.no_grad()
-    def cost_matrix(self, logits: torch.Tensor, boxes: torch.Tensor, targets: List[Dict[str, torch.Tensor]]
-                    ) -> torch.Tensor:
-        """(L, B · Q, ΣG) float32 cost between every query of the batch and every box of the batch, per layer."""
-        num_layers = logits.shape[0]
-        target_labels = torch.cat([t["labels"] for t in targets])
-        target_boxes = torch.cat([t["boxes"] for t in targets]).float()
-        prob = logits.float().softmax(-1).flatten(1, 2)  # (L, B·Q, C + 1)
-        flat_boxes = boxes.float().flatten(1, 2)  # (L, B·Q, 4)
-        l1 = torch.cdist(flat_boxes, target_boxes.unsqueeze(0).expand(num_layers, -1, -1), p=1)
-        giou = generalized_box_iou(box_convert(flat_boxes.flatten(0, 1), "cxcywh", "xyxy"),
-                                   box_convert(target_boxes, "cxcywh", "xyxy")).view(num_layers, -1, len(target_boxes))
-        return -self.cost_class * prob[..., target_labels] + self.cost_bbox * l1 - self.cost_giou * giou
-
-    @torch.no_grad()
-    def forward(self, logits: torch.Tensor, boxes: torch.Tensor, targets: List[Dict[str, torch.Tensor]]
-                ) -> List[List[Tuple[torch.Tensor, torch.Tensor]]]:
-        """``logits`` (L, B, Q, C + 1) and ``boxes`` (L, B, Q, 4) normalised cxcywh; ``targets`` per image
-        ``labels`` (G,) and ``boxes`` (G, 4) normalised cxcywh.
-
-        Returns, per layer and image, ``(query_indices, target_indices)``: int64 CPU tensors of length min(Q, G).
-        """
-        num_layers, batch_size, num_queries = logits.shape[:3]
-        sizes = [len(t["labels"]) for t in targets]
-        empty = torch.empty(0, dtype=torch.int64)
-        if sum(sizes) == 0:
-            return [[(empty, empty) for _ in targets] for _ in range(num_layers)]
-        cost = self.cost_matrix(logits, boxes, targets).cpu()
-        if not torch.isfinite(cost).all():
-            raise FloatingPointError("Matching cost contains NaN/inf: the detector's predictions diverged")
-        indices = []
-        for layer_cost in cost:
-            layer_indices = []
-            for image, block in enumerate(layer_cost.split(sizes, dim=1)):
-                rows, cols = linear_sum_assignment(block[image * num_queries:(image + 1) * num_queries].numpy())
-                layer_indices.append((torch.as_tensor(rows, dtype=torch.int64),
-                                      torch.as_tensor(cols, dtype=torch.int64)))
-            indices.append(layer_indices)
-        return indices
+from .matcher import HungarianBoxMatcher
 
 
 class SetCriterion(nn.Module):
@@ -88,10 +35,7 @@ class SetCriterion(nn.Module):
 
     def _num_boxes(self, targets: List[Dict[str, torch.Tensor]], device: torch.device) -> torch.Tensor:
         num = torch.full((), float(sum(len(t["labels"]) for t in targets)), device=device)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(num)
-            num = num / torch.distributed.get_world_size()
-        return num.clamp(min=1.0)
+        return comm.average_across_processes(num).clamp(min=1.0)
 
     def forward(self, logits: torch.Tensor, boxes: torch.Tensor, targets: List[Dict[str, torch.Tensor]]
                 ) -> Dict[str, torch.Tensor]:

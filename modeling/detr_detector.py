@@ -11,15 +11,14 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torchvision.ops import box_convert
 
-from .detector_base import ImageDetector, clip_to_image, original_sizes
-from .heads import MLP
-from .iterative_decoder import TransformerDecoderLayer
-from .position_encoding import PositionEmbeddingSine
-from .set_criterion import HungarianBoxMatcher, SetCriterion
-from .transformer_encoder import TransformerEncoder, encoder_input_channels
+from .detection_criterion import SetCriterion
+from .detector_base import ImageDetector
+from .heads import build_detection_heads
+from .matcher import HungarianBoxMatcher
+from .meta_arch_base import clip_to_image, flatten_feature_map, original_sizes
+from .transformer_layers import TransformerDecoderLayer, TransformerEncoder
 
 
 class DETRDecoder(nn.Module):
@@ -69,7 +68,7 @@ class DETRDetector(ImageDetector):
     """Backbone → 1×1 input projection → DETR encoder-decoder → class linear (``MODEL.DETR.NUM_CLASSES`` + 1
     logits, the last "no object") and 3-layer box MLP on every decoder layer.
 
-    Training: DETR's set loss (:class:`~modeling.set_criterion.SetCriterion`) with the ``MODEL.DETR`` loss
+    Training: DETR's set loss (:class:`~modeling.detection_criterion.SetCriterion`) with the ``MODEL.DETR`` loss
     weights and matching costs, on every layer with ``DEEP_SUPERVISION``.  Inference: for every query of the last
     layer the most likely real class and its probability (DETR's post-processing), the best
     ``TEST.DETECTIONS_PER_IMAGE`` kept.  ``predicate_counts`` is accepted for ``build_model``'s signature and unused.
@@ -79,15 +78,10 @@ class DETRDetector(ImageDetector):
         super().__init__(cfg, backbone)
         detr = cfg.MODEL.DETR
         hidden_dim = detr.HIDDEN_DIM
-        in_channels = encoder_input_channels(cfg, backbone)
-        self.in_feature = cfg.MODEL.ENCODER.IN_FEATURE
-        self.input_proj = nn.Conv2d(in_channels, hidden_dim, kernel_size=1)
-        self.query_embed = nn.Embedding(detr.NUM_OBJECT_QUERIES, hidden_dim)
-        self.position_embedding = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
+        self.build_transformer_input(cfg)  # input_proj, query_embed, position_embedding
         self.transformer = DETRTransformer(hidden_dim, detr.NHEADS, detr.DIM_FEEDFORWARD, detr.DROPOUT,
                                            detr.ENC_LAYERS, detr.DEC_LAYERS)
-        self.class_embed = nn.Linear(hidden_dim, detr.NUM_CLASSES + 1)
-        self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+        self.class_embed, self.bbox_embed = build_detection_heads(hidden_dim, detr.NUM_CLASSES)
         self.criterion = SetCriterion(
             detr.NUM_CLASSES, HungarianBoxMatcher(detr.COST_CLASS, detr.COST_BBOX, detr.COST_GIOU),
             class_weight=detr.CLASS_WEIGHT, l1_weight=detr.L1_WEIGHT, giou_weight=detr.GIOU_WEIGHT,
@@ -97,11 +91,9 @@ class DETRDetector(ImageDetector):
     def forward(self, batch: List[dict]):
         targets = self.detection_targets(batch) if self.training else None
         images, padding_mask, image_sizes = self.preprocess_images(batch)
-        feature = self.backbone(images)[self.in_feature]
-        mask = F.interpolate(padding_mask[None].float(), size=feature.shape[-2:])[0].to(torch.bool)
-        src = self.input_proj(feature).flatten(2).transpose(1, 2)
-        pos = self.position_embedding(mask).to(src.dtype).flatten(2).transpose(1, 2)
-        hidden = self.transformer(src, pos, mask.flatten(1), self.query_embed.weight)
+        src, pos, mask = flatten_feature_map(self.backbone(images)[self.in_feature], padding_mask, self.input_proj,
+                                             self.position_embedding)
+        hidden = self.transformer(src, pos, mask, self.query_embed.weight)
         logits = self.class_embed(hidden)
         boxes = self.bbox_embed(hidden).sigmoid()  # (L, B, Q, 4) cxcywh normalised by the resized image size
         if self.training:

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from .centermask.fcos import FCOS
-from .centermask.injector import FCOS_LEVELS, GROUP_NORM_GROUPS
-from .detector_base import ImageDetector, clip_to_image, original_sizes
+from .centermask.fcos import FCOS_LEVELS, check_fcos_channels
+from .detector_base import ImageDetector
+from .meta_arch_base import clip_to_image, original_sizes
 
 
 class FCOSDetector(ImageDetector):
@@ -33,9 +34,10 @@ class FCOSDetector(ImageDetector):
             raise ValueError(f"FCOSDetector needs the pyramid p3..p7 (MODEL.BACKBONE.NAME 'VoVNetFPN'); the backbone "
                              f"{cfg.MODEL.BACKBONE.NAME!r} lacks {missing}")
         channels = {shapes[f"p{level}"][0] for level in FCOS_LEVELS}
-        if len(channels) != 1 or next(iter(channels)) % GROUP_NORM_GROUPS != 0:
-            raise ValueError(f"FCOSDetector: the pyramid levels must share one channel count divisible by "
-                             f"{GROUP_NORM_GROUPS} (MODEL.FPN.OUT_CHANNELS), got {sorted(channels)}")
+        if len(channels) != 1:
+            raise ValueError(f"FCOSDetector: the pyramid levels must share one channel count "
+                             f"(MODEL.FPN.OUT_CHANNELS), got {sorted(channels)}")
+        check_fcos_channels(next(iter(channels)))
         centermask = cfg.MODEL.CENTERMASK
         self.fcos = FCOS(
             next(iter(channels)), self.num_classes, strides=[shapes[f"p{level}"][1] for level in FCOS_LEVELS],

@@ -2,7 +2,7 @@
 
 Query ``i`` of the three decoders forms triplet ``i``.  At every layer the object decoder's positional query is
 conditioned on the subject decoder's output, the predicate decoder's on both; between layers every branch's
-content input is refined by attending over all three branches' outputs (SPEC §5).  Module names mirror the
+content input is refined by attending over all three branches' outputs (docs/MODEL.md).  Module names mirror the
 released checkpoint (``subject_layers``, ``object_pos_attn``, ``subject_graph_query_attn``, …) so that loading
 it is a key rename.
 """
@@ -10,36 +10,8 @@ from typing import Dict, Optional
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-
-class TransformerDecoderLayer(nn.Module):
-    """DETR's post-norm decoder layer: self-attention, cross-attention to the memory, ReLU FFN (batch-first)."""
-
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
-        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.norm3 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.dropout3 = nn.Dropout(dropout)
-
-    def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor,
-                memory_padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """``tgt``, ``query_pos``: (B, Q, d); ``memory``, ``memory_pos``: (B, N, d); mask (B, N), True = pad."""
-        q = k = tgt + query_pos
-        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, need_weights=False)[0]))
-        attended = self.multihead_attn(tgt + query_pos, memory + memory_pos, memory,
-                                       key_padding_mask=memory_padding_mask, need_weights=False)[0]
-        tgt = self.norm2(tgt + self.dropout2(attended))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
-        return self.norm3(tgt + self.dropout3(ffn))
+from .transformer_layers import TransformerDecoderLayer
 
 
 def _attention(d_model: int, nhead: int, dropout: float, kdim: int) -> nn.MultiheadAttention:
@@ -81,21 +53,38 @@ class IterativeDecoder(nn.Module):
         self.relation_pos_linear = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(num_layers))
 
         # Between-layer refinement of each branch's content input by attention over all three branches.
-        for branch in self.BRANCHES:
-            setattr(self, f"{branch}_graph_query_attn", nn.ModuleList(
-                _attention(d_model, nhead, dropout, 3 * d_model) for _ in range(num_layers - 1)))
-            setattr(self, f"{branch}_graph_query_residual", nn.ModuleList(
-                nn.Linear(d_model, d_model) for _ in range(num_layers - 1)))
-            setattr(self, f"{branch}_graph_query_norm", nn.ModuleList(
-                nn.LayerNorm(d_model) for _ in range(num_layers - 1)))
+        def graph_attentions() -> nn.ModuleList:
+            return nn.ModuleList(_attention(d_model, nhead, dropout, 3 * d_model) for _ in range(num_layers - 1))
+
+        def graph_residuals() -> nn.ModuleList:
+            return nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(num_layers - 1))
+
+        def graph_norms() -> nn.ModuleList:
+            return nn.ModuleList(nn.LayerNorm(d_model) for _ in range(num_layers - 1))
+
+        self.subject_graph_query_attn = graph_attentions()
+        self.subject_graph_query_residual = graph_residuals()
+        self.subject_graph_query_norm = graph_norms()
+        self.object_graph_query_attn = graph_attentions()
+        self.object_graph_query_residual = graph_residuals()
+        self.object_graph_query_norm = graph_norms()
+        self.relation_graph_query_attn = graph_attentions()
+        self.relation_graph_query_residual = graph_residuals()
+        self.relation_graph_query_norm = graph_norms()
         self.dropout = nn.Dropout(dropout)
 
     def conditioning_linears(self) -> list:
         """The linears that start at zero, so the initial model is three independent DETR decoders."""
-        linears = list(self.object_pos_linear) + list(self.relation_pos_linear)
-        for branch in self.BRANCHES:
-            linears += list(getattr(self, f"{branch}_graph_query_residual"))
-        return linears
+        return [*self.object_pos_linear, *self.relation_pos_linear, *self.subject_graph_query_residual,
+                *self.object_graph_query_residual, *self.relation_graph_query_residual]
+
+    def graph_refinement(self, branch: str) -> tuple:
+        """The (attention, residual linear, norm) module lists refining ``branch``'s content between layers."""
+        if branch == "subject":
+            return self.subject_graph_query_attn, self.subject_graph_query_residual, self.subject_graph_query_norm
+        if branch == "object":
+            return self.object_graph_query_attn, self.object_graph_query_residual, self.object_graph_query_norm
+        return self.relation_graph_query_attn, self.relation_graph_query_residual, self.relation_graph_query_norm
 
     def forward(self, memory: torch.Tensor, memory_pos: torch.Tensor, memory_padding_mask: Optional[torch.Tensor],
                 subject_query: torch.Tensor, object_query: torch.Tensor, relation_query: torch.Tensor
@@ -138,10 +127,9 @@ class IterativeDecoder(nn.Module):
                 graph_value = torch.cat([features[b] for b in self.BRANCHES], dim=-1)
                 refined = {}
                 for branch in self.BRANCHES:
-                    attended = getattr(self, f"{branch}_graph_query_attn")[layer](
+                    attentions, residuals, norms = self.graph_refinement(branch)
+                    attended = attentions[layer](
                         features[branch] + positions[branch], graph_key, graph_value, need_weights=False)[0]
-                    residual = getattr(self, f"{branch}_graph_query_residual")[layer](attended)
-                    norm = getattr(self, f"{branch}_graph_query_norm")[layer]
-                    refined[branch] = features[branch] + norm(self.dropout(residual))
+                    refined[branch] = features[branch] + norms[layer](self.dropout(residuals[layer](attended)))
                 subject_tgt, object_tgt, relation_tgt = (refined[b] for b in self.BRANCHES)
         return {branch: torch.stack(outputs[branch]) for branch in self.BRANCHES}

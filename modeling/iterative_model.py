@@ -1,31 +1,19 @@
 """The IterativeSG meta-architecture: batch items in, losses (training) or scene graphs (inference) out."""
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from .criterion import SceneGraphCriterion, predicate_class_weights, relation_targets
+from .centermask import CenterMaskInjector
 from .iterative_transformer import IterativeTransformer
 from .matcher import HungarianTripletMatcher
-from .position_encoding import PositionEmbeddingSine
+from .meta_arch_base import MetaArchitectureBase, flatten_feature_map, original_sizes
 from .postprocess import SceneGraphPostProcessor
-from .transformer_encoder import encoder_input_channels
+from .scene_graph_criterion import SceneGraphCriterion, predicate_class_weights, relation_targets
 
 
-def _build_centermask_injector(cfg) -> nn.Module:
-    try:
-        from .centermask import CenterMaskInjector
-    except ImportError as e:
-        raise ImportError(
-            "MODEL.ENCODER.NAME is 'CenterMask' but modeling.centermask.CenterMaskInjector cannot be imported "
-            f"({e}); use MODEL.ENCODER.NAME DETR or install the CenterMask part"
-        ) from e
-    return CenterMaskInjector(cfg)
-
-
-class IterativeSceneGraphModel(nn.Module):
-    """Backbone → 1×1 input projection → DETR encoder → three iterative decoders → per-layer heads (SPEC §5).
+class IterativeSceneGraphModel(MetaArchitectureBase):
+    """Backbone → 1×1 input projection → DETR encoder → three iterative decoders → per-layer heads (docs/MODEL.md).
 
     Takes a list of batch items (``docs/ARCHITECTURE.md``).  In training mode returns the loss dict, in eval mode
     one ``sgg-predictions/v1`` image entry per item (without ``image_id``).  With ``MODEL.ENCODER.NAME``
@@ -34,21 +22,12 @@ class IterativeSceneGraphModel(nn.Module):
     """
 
     def __init__(self, cfg, backbone: nn.Module, predicate_counts: Optional[Sequence[int]] = None):
-        super().__init__()
+        super().__init__(cfg, backbone)
         detr = cfg.MODEL.DETR
         hidden_dim = detr.HIDDEN_DIM
-        in_channels = encoder_input_channels(cfg, backbone)
-        self.in_feature = cfg.MODEL.ENCODER.IN_FEATURE
-        if len(cfg.MODEL.PIXEL_MEAN) != 3 or len(cfg.MODEL.PIXEL_STD) != 3:
-            raise ValueError("MODEL.PIXEL_MEAN and MODEL.PIXEL_STD must have 3 values each")
-
-        self.backbone = backbone
-        self.size_divisibility = getattr(backbone, "size_divisibility", 32)
-        self.input_proj = nn.Conv2d(in_channels, hidden_dim, kernel_size=1)
-        self.query_embed = nn.Embedding(detr.NUM_OBJECT_QUERIES, hidden_dim)
+        self.build_transformer_input(cfg)  # input_proj, query_embed (the subject queries), position_embedding
         self.object_query_embed = nn.Embedding(detr.NUM_OBJECT_QUERIES, hidden_dim)
         self.relation_query_embed = nn.Embedding(detr.NUM_OBJECT_QUERIES, hidden_dim)
-        self.position_embedding = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
         self.transformer = IterativeTransformer(
             d_model=hidden_dim, nhead=detr.NHEADS, dim_feedforward=detr.DIM_FEEDFORWARD, dropout=detr.DROPOUT,
             num_encoder_layers=detr.ENC_LAYERS, num_decoder_layers=detr.DEC_LAYERS,
@@ -56,7 +35,7 @@ class IterativeSceneGraphModel(nn.Module):
         )
         encoder_name = cfg.MODEL.ENCODER.NAME
         if encoder_name == "CenterMask":
-            self.centermask = _build_centermask_injector(cfg)
+            self.centermask = CenterMaskInjector(cfg)
         elif encoder_name == "DETR":
             self.centermask = None
         else:
@@ -77,41 +56,14 @@ class IterativeSceneGraphModel(nn.Module):
             deep_supervision=detr.DEEP_SUPERVISION,
         )
         self.postprocessor = SceneGraphPostProcessor(cfg.TEST.NMS_THRESH, cfg.TEST.RELATIONS_PER_IMAGE)
-        self.register_buffer("pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(3, 1, 1), persistent=False)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def preprocess_images(self, batch: List[dict]) -> Tuple[torch.Tensor, torch.Tensor, List[Tuple[int, int]]]:
-        """Normalise and zero-pad the images to one (B, 3, H, W) tensor (H, W multiples of the backbone's size
-        divisibility).  Returns it, the padding mask (B, H, W) bool (True = padding) and each (h, w)."""
-        images = [item["image"].to(self.device, non_blocking=True) for item in batch]
-        for index, image in enumerate(images):
-            if image.dim() != 3 or image.shape[0] != 3:
-                raise ValueError(f"batch item {index}: 'image' must be (3, H, W), got {tuple(image.shape)}")
-        sizes = [(int(image.shape[1]), int(image.shape[2])) for image in images]
-        divisor = self.size_divisibility
-        height = -(-max(h for h, _ in sizes) // divisor) * divisor
-        width = -(-max(w for _, w in sizes) // divisor) * divisor
-        tensor = torch.zeros(len(images), 3, height, width, device=self.device)
-        mask = torch.ones(len(images), height, width, dtype=torch.bool, device=self.device)
-        for index, (image, (h, w)) in enumerate(zip(images, sizes)):
-            tensor[index, :, :h, :w] = (image.float() - self.pixel_mean) / self.pixel_std
-            mask[index, :h, :w] = False
-        return tensor, mask, sizes
 
     def forward(self, batch: List[dict]):
         if self.training and any("instances" not in item for item in batch):
             raise KeyError("training batch items need 'instances' (boxes, labels, relations)")
         images, padding_mask, image_sizes = self.preprocess_images(batch)
         features = self.backbone(images)
-        feature = features[self.in_feature]
-        mask = F.interpolate(padding_mask[None].float(), size=feature.shape[-2:])[0].to(torch.bool)
-        src = self.input_proj(feature).flatten(2).transpose(1, 2)
-        pos = self.position_embedding(mask).to(src.dtype).flatten(2).transpose(1, 2)
-        mask = mask.flatten(1)
+        src, pos, mask = flatten_feature_map(features[self.in_feature], padding_mask, self.input_proj,
+                                             self.position_embedding)
 
         extra_memory, extra_losses = None, {}
         if self.centermask is not None:
@@ -138,4 +90,4 @@ class IterativeSceneGraphModel(nn.Module):
             losses.update(extra_losses)
             return losses
         last_layer = {name: value[-1] for name, value in outputs.items()}
-        return self.postprocessor(last_layer, [(int(item["height"]), int(item["width"])) for item in batch])
+        return self.postprocessor(last_layer, original_sizes(batch))

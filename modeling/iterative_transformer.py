@@ -1,17 +1,18 @@
 """IterativeSG's transformer: DETR encoder, the three iterative decoders and the per-layer prediction heads.
 
-The heads live here (``object_embed``, ``object_bbox_coords``, ``relation_embed``) because the released
-checkpoint stores them under ``transformer.``; one class linear and one box MLP are shared by the subject and
-object branches, the predicate branch has its own class linear and reuses the box MLP for its box.
+The heads (``modeling/heads.py``) are attributes of this module (``object_embed``, ``object_bbox_coords``,
+``relation_embed``) because the released checkpoint stores them under ``transformer.``; one class linear and one
+box MLP are shared by the subject and object branches, the predicate branch has its own class linear and reuses
+the box MLP for its box.
 """
 from typing import Dict, Optional
 
 import torch
 from torch import nn
 
-from .heads import MLP
+from .heads import build_triplet_heads, predict_triplets
 from .iterative_decoder import IterativeDecoder
-from .transformer_encoder import TransformerEncoder
+from .transformer_layers import TransformerEncoder
 
 
 class IterativeTransformer(nn.Module):
@@ -20,10 +21,8 @@ class IterativeTransformer(nn.Module):
         super().__init__()
         self.encoder = TransformerEncoder(d_model, nhead, dim_feedforward, dropout, num_encoder_layers)
         self.decoder = IterativeDecoder(d_model, nhead, dim_feedforward, dropout, num_decoder_layers)
-        # The last logit of each classifier is "no object" / "no relation".
-        self.object_embed = nn.Linear(d_model, num_classes + 1)
-        self.object_bbox_coords = MLP(d_model, d_model, 4, 3)
-        self.relation_embed = nn.Linear(d_model, num_relation_classes + 1)
+        self.object_embed, self.object_bbox_coords, self.relation_embed = build_triplet_heads(
+            d_model, num_classes, num_relation_classes)
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
@@ -59,11 +58,4 @@ class IterativeTransformer(nn.Module):
 
         features = self.decoder(memory, memory_pos, memory_mask,
                                 expand(subject_query), expand(object_query), expand(relation_query))
-        return {
-            "subject_logits": self.object_embed(features["subject"]),
-            "subject_boxes": self.object_bbox_coords(features["subject"]).sigmoid(),
-            "object_logits": self.object_embed(features["object"]),
-            "object_boxes": self.object_bbox_coords(features["object"]).sigmoid(),
-            "relation_logits": self.relation_embed(features["relation"]),
-            "relation_boxes": self.object_bbox_coords(features["relation"]).sigmoid(),
-        }
+        return predict_triplets(features, self.object_embed, self.object_bbox_coords, self.relation_embed)

@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .image_list import ImageList
+from .position_encoding import PositionEmbeddingSine
 
 __all__ = ["MetaArchitectureBase", "encoder_input_channels", "flatten_feature_map", "clip_to_image",
            "original_sizes"]
@@ -28,6 +29,16 @@ class MetaArchitectureBase(nn.Module):
         self.size_divisibility = getattr(backbone, "size_divisibility", DEFAULT_SIZE_DIVISIBILITY)
         self.register_buffer("pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(3, 1, 1), persistent=False)
+
+    def build_transformer_input(self, cfg) -> None:
+        """The DETR input preamble's modules, under the released names: ``input_proj`` (1×1 conv from the backbone
+        output ``MODEL.ENCODER.IN_FEATURE`` to ``MODEL.DETR.HIDDEN_DIM``), ``query_embed``
+        (``NUM_OBJECT_QUERIES`` learned queries) and the sine ``position_embedding`` (no parameters)."""
+        hidden_dim = cfg.MODEL.DETR.HIDDEN_DIM
+        self.in_feature = cfg.MODEL.ENCODER.IN_FEATURE
+        self.input_proj = nn.Conv2d(encoder_input_channels(cfg, self.backbone), hidden_dim, kernel_size=1)
+        self.query_embed = nn.Embedding(cfg.MODEL.DETR.NUM_OBJECT_QUERIES, hidden_dim)
+        self.position_embedding = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
 
     @property
     def device(self) -> torch.device:

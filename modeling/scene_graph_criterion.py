@@ -7,6 +7,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
+from utils import comm
+
 from .matcher import BRANCHES, HungarianTripletMatcher
 
 _SHORT_NAMES = {"subject": "sub", "object": "obj", "relation": "rel"}
@@ -127,10 +129,7 @@ class SceneGraphCriterion(nn.Module):
         """Number of GT relations per process (averaged over processes), at least 1, as a device tensor."""
         # torch.full launches a fill kernel; torch.tensor(..., device=cuda) would wait for the stream.
         num = torch.full((), float(sum(len(t["relation_labels"]) for t in targets)), device=device)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(num)
-            num = num / torch.distributed.get_world_size()
-        return num.clamp(min=1.0)
+        return comm.average_across_processes(num).clamp(min=1.0)
 
     def forward(self, outputs: Dict[str, torch.Tensor], targets: List[Dict[str, torch.Tensor]]
                 ) -> Dict[str, torch.Tensor]:

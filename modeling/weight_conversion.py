@@ -28,7 +28,6 @@ The returned state dict holds only keys of the model, so
 ``model.load_state_dict(state_dict, strict=False)`` reports exactly ``report.missing``. BatchNorm
 ``num_batches_tracked`` counters are never reported (FrozenBatchNorm2d has none; they carry no weights).
 """
-import argparse
 import logging
 import re
 from dataclasses import dataclass, field
@@ -37,6 +36,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 import torch
 from torch import nn
+
+from utils.model_wrappers import unwrap_model
+from utils.serialization import load_tensor_file
 
 logger = logging.getLogger(__name__)
 
@@ -273,17 +275,6 @@ def extract_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, torch.Tensor]
     return state_dict
 
 
-def _unwrap_model(model: nn.Module) -> nn.Module:
-    """The module whose state-dict names we target: DDP/DataParallel and torch.compile wrappers removed."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
-            model = model._orig_mod
-        else:
-            return model
-
-
 def detect_source_format(keys: Sequence[str], model_keys: Iterable[str]) -> SourceFormat:
     """The :class:`SourceFormat` of a checkpoint with ``keys``: ours if every key is a model key, else the first
     format of :data:`SOURCE_FORMATS` that matches, else ours."""
@@ -314,7 +305,7 @@ def convert_to_model_state_dict(state_dict: Mapping[str, Any], model: nn.Module,
         ValueError: a tensor's shape differs from the model's (every such key is named).
     """
     source = extract_state_dict(state_dict)
-    model_state = _unwrap_model(model).state_dict()
+    model_state = unwrap_model(model).state_dict()
     source_format = detect_source_format(list(source), model_state)
     report = ConversionReport(source_format.name, source_format.description, notes=list(source_format.notes))
 
@@ -343,17 +334,8 @@ def convert_to_model_state_dict(state_dict: Mapping[str, Any], model: nn.Module,
 
 
 def load_checkpoint_file(path: str) -> Dict[str, Any]:
-    """``torch.load`` a weights file on the CPU without running arbitrary pickled code.
-
-    Only tensors, plain values and ``argparse.Namespace`` (original DETR checkpoints store their ``args``) load.
-    """
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"weights file not found: {path}") from None
-        except Exception as error:  # unpickling errors come in several types
-            raise ValueError(f"{path}: cannot be read as a tensor-only checkpoint ({error})") from error
+    """Read a weights file on the CPU without running arbitrary pickled code (:func:`utils.serialization.load_tensor_file`)."""
+    checkpoint = load_tensor_file(path, "weights file")
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{path}: expected a dict (a state dict or a checkpoint), got {type(checkpoint).__name__}")
     return dict(checkpoint)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from configs.defaults import get_cfg
-from engine import comm
+from utils import comm
 from engine.trainer import Trainer
 
 

@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(ROOT, "configs", "tiny_cpu.yaml")
 TRAIN_SCRIPT = os.path.join(ROOT, "train_iterative_model.py")
 KILL_SWITCH_SITE = os.path.join(ROOT, "tests", "reliability_site")
-# The temporary-file names of engine.file_io.atomic_write: "." + destination + "." + 8 random characters + ".tmp".
+# The temporary-file names of utils.file_io.atomic_write: "." + destination + "." + 8 random characters + ".tmp".
 TEMP_FILE_NAME = re.compile(r"^\.(?P<destination>.+)\.[a-z0-9_]{8}\.tmp$")
 
 

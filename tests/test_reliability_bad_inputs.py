@@ -3,7 +3,7 @@
 must end with exit status 2 and ONE ``error: ...`` message on stderr naming the file or config key, no traceback,
 and no partial file (no checkpoint, no temporary file; a config error creates no OUTPUT_DIR at all).
 
-The loaders' and the config's own unit tests (tests/test_data_*.py, tests/test_config.py, tests/test_eval_*.py)
+The loaders' and the config's own unit tests (tests/data/, tests/configs/, tests/evaluation/)
 check the checks; these cases check what a user sees."""
 import os
 import shutil

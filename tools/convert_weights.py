@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs.defaults import get_cfg  # noqa: E402
 from engine.defaults import run_command_line  # noqa: E402
-from engine.file_io import atomic_write  # noqa: E402
+from utils.file_io import atomic_write  # noqa: E402
 from modeling.weight_conversion import convert_to_model_state_dict, load_checkpoint_file  # noqa: E402
 
 

@@ -13,7 +13,8 @@ import re
 import tempfile
 from typing import IO, Callable, List
 
-__all__ = ["atomic_write", "atomic_write_text", "default_file_mode", "remove_stale_temp_files"]
+__all__ = ["atomic_write", "atomic_write_path", "atomic_write_bytes", "atomic_write_text", "default_file_mode",
+           "remove_stale_temp_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,14 +24,25 @@ _TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write(binary_file)`` and atomically move the result to ``path``."""
+
+    def write_temp_file(tmp_path: str) -> None:
+        with open(tmp_path, "wb") as f:
+            write(f)
+
+    atomic_write_path(path, write_temp_file)
+
+
+def atomic_write_path(path: str, write_file: Callable[[str], None]) -> None:
+    """Call ``write_file(temporary_path)`` — for writers that need a file *name* (h5py) — then fsync that file and
+    atomically move it to ``path``.  On any error the temporary file is removed and ``path`` is untouched."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), default_file_mode())
-            write(f)
-            f.flush()
+        os.fchmod(fd, default_file_mode())
+        os.close(fd)
+        write_file(tmp_path)
+        with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
     except BaseException:
@@ -38,6 +50,11 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
             os.remove(tmp_path)
         raise
     _fsync_directory(directory)
+
+
+def atomic_write_bytes(path: str, payload: bytes) -> None:
+    """Atomically replace ``path`` with ``payload``."""
+    atomic_write(path, lambda f: f.write(payload))
 
 
 def atomic_write_text(path: str, text: str) -> None:

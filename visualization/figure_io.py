@@ -1,5 +1,5 @@
-"""Saving matplotlib figures as PNG files, atomically (the project's ``engine.file_io.atomic_write``)."""
-from engine.file_io import atomic_write
+"""Saving matplotlib figures as PNG files, atomically (the project's ``utils.file_io.atomic_write``)."""
+from utils.file_io import atomic_write
 
 
 def save_figure(fig, output_path: str, dpi: int = 100) -> str:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from .frozen_bn import build_norm, freeze
+from .norm import build_norm, freeze
 from .shape_spec import ShapeSpec
 
 BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .frozen_bn import build_norm, freeze
+from .norm import build_norm, freeze
 from .shape_spec import ShapeSpec
 
 

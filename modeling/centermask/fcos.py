@@ -3,12 +3,24 @@ from typing import Optional
 
 from torch import Tensor, nn
 
+from ..backbone.norm import GROUP_NORM_GROUPS
 from .fcos_head import ScaledFCOSHead
 from .fcos_postprocess import Detections, select_detections
 from .fcos_targets import assign_fcos_targets, fcos_anchors, pad_targets
 
 # torchvision's loss names -> ours (centermask2's).
 _LOSS_NAMES = {"classification": "loss_fcos_cls", "bbox_regression": "loss_fcos_loc", "bbox_ctrness": "loss_fcos_ctr"}
+
+
+FCOS_LEVELS = (3, 4, 5, 6, 7)  # P3-P7, strides 8-128
+
+
+def check_fcos_channels(channels: int) -> None:
+    """The FCOS towers use GroupNorm with :data:`GROUP_NORM_GROUPS` groups: ``channels`` (the FPN's
+    ``MODEL.FPN.OUT_CHANNELS``) must be a multiple of it."""
+    if channels % GROUP_NORM_GROUPS != 0:
+        raise ValueError(f"MODEL.FPN.OUT_CHANNELS = {channels} must be a multiple of {GROUP_NORM_GROUPS} "
+                         f"(the FCOS towers use GroupNorm with {GROUP_NORM_GROUPS} groups)")
 
 
 class FCOS(nn.Module):

@@ -5,13 +5,11 @@ import torch
 from torch import Tensor, nn
 
 from .box_embedding import BoxSineEmbedding
-from .fcos import FCOS
+from .fcos import FCOS, FCOS_LEVELS, check_fcos_channels
 from .roi_features import assign_boxes_to_levels, image_areas_of_rois, multilevel_roi_align
 from .spatial_attention import SpatialAttention
 
-FCOS_LEVELS = (3, 4, 5, 6, 7)  # P3-P7, strides 8-128
 ROI_LEVELS = (3, 4, 5)  # CenterMask pools RoIs from P3-P5 only (k_max = 5)
-GROUP_NORM_GROUPS = 32  # the FCOS towers' GroupNorm
 
 
 class CenterMaskInjector(nn.Module):
@@ -123,11 +121,7 @@ def _to_slots(rows: Tensor, image_idx: Tensor, slot: Tensor, slots: torch.Size) 
 def _check_config(cfg) -> None:
     """Clear errors for settings the injector cannot build with, naming the config key."""
     centermask = cfg.MODEL.CENTERMASK
-    if cfg.MODEL.FPN.OUT_CHANNELS % GROUP_NORM_GROUPS != 0:
-        raise ValueError(
-            f"MODEL.FPN.OUT_CHANNELS = {cfg.MODEL.FPN.OUT_CHANNELS} must be a multiple of {GROUP_NORM_GROUPS} "
-            "(the FCOS towers use GroupNorm with 32 groups)"
-        )
+    check_fcos_channels(cfg.MODEL.FPN.OUT_CHANNELS)
     if cfg.MODEL.DETR.HIDDEN_DIM % 8 != 0:
         raise ValueError(f"MODEL.DETR.HIDDEN_DIM = {cfg.MODEL.DETR.HIDDEN_DIM} must be a multiple of 8 (box embedding)")
     for key in ("NUM_INJECTED_DETECTIONS", "ROI_RESOLUTION", "PRE_NMS_TOPK"):

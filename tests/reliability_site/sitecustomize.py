@@ -32,7 +32,7 @@ def _die() -> None:
 def _in_target_rank(rank: str) -> bool:
     if not rank:
         return True
-    from engine import comm
+    from utils import comm
 
     return comm.get_rank() == int(rank)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from modeling.criterion import (SceneGraphCriterion, predicate_class_weights, relation_box_xyxy,
+from modeling.scene_graph_criterion import (SceneGraphCriterion, predicate_class_weights, relation_box_xyxy,
                                 relation_targets)
 from modeling.matcher import HungarianTripletMatcher
 

@@ -1,7 +1,7 @@
 """Distributed faults without a supervisor: when one rank of a job started by ``torchrun`` (or on another
 machine) is SIGKILLed or freezes, the surviving rank exits with an error -- at once when the peer's connection
 closes, after the process-group timeout when the peer is frozen -- instead of hanging; and a ``--num-gpus 2``
-training job whose second process is SIGKILLed ends with an error.  (tests/test_engine_launch.py covers a rank
+training job whose second process is SIGKILLed ends with an error.  (tests/engine/test_engine_launch.py covers a rank
 that raises under ``launch``.)"""
 import os
 import re
@@ -22,7 +22,7 @@ import os, signal, sys
 from datetime import timedelta
 import torch
 import torch.distributed as dist
-from engine import comm
+from utils import comm
 from engine.launch import launch
 
 def main(fault):

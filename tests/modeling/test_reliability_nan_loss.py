@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import train_iterative_model
-from modeling.criterion import SceneGraphCriterion
+from modeling.scene_graph_criterion import SceneGraphCriterion
 from tests.reliability_helpers import TINY_CONFIG, load_checkpoint, make_world, temp_files
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from tools.count_parameters import main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
 
 # (config, backbone, total): the ResNet-101/DETR row A and the lab's VoVNetV2-FPN variants.
 EXPECTED = [

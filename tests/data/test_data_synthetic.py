@@ -10,7 +10,7 @@ import pytest
 from data.synthetic import OBJECT_CLASSES, PREDICATES, generate_synthetic_vg
 from data.vg_writer import H5_DTYPES
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
 NUM_IMAGES = 80
 
 

@@ -97,7 +97,7 @@ def _cpu_command(output_dir, *extra):
 
 
 def test_train_then_resume_then_eval_only_on_cpu(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_iterative_model, "Trainer", StandInTrainer)
+    monkeypatch.setattr(train_iterative_model, "SceneGraphTrainer", StandInTrainer)
     monkeypatch.setattr(StandInTrainer, "METRIC_BY_STEP", {2: 0.3, 4: 0.6, 6: 0.45})
     out = tmp_path / "out"
     results = train_iterative_model.run(_cpu_command(out))
@@ -124,7 +124,7 @@ def test_train_then_resume_then_eval_only_on_cpu(tmp_path, monkeypatch):
 
 
 def test_eval_only_without_any_weights_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_iterative_model, "Trainer", StandInTrainer)
+    monkeypatch.setattr(train_iterative_model, "SceneGraphTrainer", StandInTrainer)
     with pytest.raises(ValueError, match="--eval-only needs weights"):
         train_iterative_model.run(["--resume", "--eval-only", *_cpu_command(tmp_path)])
 

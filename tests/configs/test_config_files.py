@@ -7,7 +7,7 @@ import pytest
 from configs.defaults import get_cfg
 from tools.count_parameters import build_on_meta, count_parameters
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
 
 

@@ -9,12 +9,13 @@ from torchvision.ops import box_iou
 
 from configs.defaults import get_cfg
 from modeling import build_model
-from modeling.set_criterion import HungarianBoxMatcher, SetCriterion
+from modeling.detection_criterion import SetCriterion
+from modeling.matcher import HungarianBoxMatcher
 from modeling.weight_conversion import convert_to_model_state_dict
 from tests.model_helpers import batch_item, tiny_cfg
 
 torch.set_num_threads(1)
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
 
 
 def config(name: str, **overrides):

@@ -51,7 +51,7 @@ def test_resume_restores_model_and_optimizer(tmp_path):
 
 
 def test_weights_shape_mismatch_is_an_error_naming_the_key(tmp_path, monkeypatch):
-    monkeypatch.setattr(engine.checkpoint, "_find_weight_converter", lambda: None)
+    monkeypatch.setattr(engine.checkpoint, "convert_to_model_state_dict", lambda state, model: (dict(state), {}))
     state = TinyModel().state_dict()
     state["head.weight"] = torch.zeros(3, 8)
     path = tmp_path / "weights.pth"
@@ -70,7 +70,7 @@ def test_foreign_weights_go_through_the_converter_and_its_report_is_logged(tmp_p
         calls.append(model)
         return {k[len("detr."):]: v for k, v in state_dict.items()}, {"renamed": len(state_dict), "missing": []}
 
-    monkeypatch.setattr(engine.checkpoint, "_find_weight_converter", lambda: convert)
+    monkeypatch.setattr(engine.checkpoint, "convert_to_model_state_dict", convert)
     target = TinyModel()
     with caplog.at_level(logging.INFO):
         ModelCheckpointer(target).resume_or_load(str(path), resume=False)
@@ -83,7 +83,7 @@ def test_converter_errors_name_the_weights_file(tmp_path, monkeypatch):
     def convert(state_dict, model):
         raise ValueError("shape mismatch: head.weight (3, 8) vs (1, 8)")
 
-    monkeypatch.setattr(engine.checkpoint, "_find_weight_converter", lambda: convert)
+    monkeypatch.setattr(engine.checkpoint, "convert_to_model_state_dict", convert)
     torch.save(TinyModel().state_dict(), tmp_path / "released.pth")
     with pytest.raises(ValueError, match=r"released.pth: shape mismatch: head.weight"):
         ModelCheckpointer(TinyModel()).resume_or_load(str(tmp_path / "released.pth"), resume=False)
@@ -91,7 +91,7 @@ def test_converter_errors_name_the_weights_file(tmp_path, monkeypatch):
 
 def test_own_checkpoints_are_not_converted(tmp_path, monkeypatch):
     ModelCheckpointer(TinyModel(), str(tmp_path)).save("model_final")
-    monkeypatch.setattr(engine.checkpoint, "_find_weight_converter", lambda: pytest.fail("converter called"))
+    monkeypatch.setattr(engine.checkpoint, "convert_to_model_state_dict", lambda *a: pytest.fail("converter called"))
     ModelCheckpointer(TinyModel()).resume_or_load(str(tmp_path / "model_final.pth"), resume=False)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from engine import comm
+from utils import comm
 from engine.defaults import default_setup
 from engine.launch import find_free_port, launch
 from tests.engine_standins import StandInTrainer, tiny_cfg

@@ -1,13 +1,13 @@
 """Atomic outputs, file by file: written files get the umask's permissions (``mkstemp`` alone gives 0600, which
 hides checkpoints from the rest of a cluster group), the converted-weights file is renamed into place, and the
 clean-up of temporary files left by a killed run removes only those.  (The training outputs are traced through a
-real run in tests/test_reliability_resume.py.)"""
+real run in tests/engine/test_reliability_resume.py.)"""
 import os
 
 import pytest
 import torch
 
-from engine.file_io import atomic_write, atomic_write_text, remove_stale_temp_files
+from utils.file_io import atomic_write, atomic_write_text, remove_stale_temp_files
 from tests.reliability_helpers import TINY_CONFIG, make_world
 from tools import convert_weights
 
