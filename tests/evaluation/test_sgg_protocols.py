@@ -355,3 +355,9 @@ def test_ranking_scores_all_or_none(tmp_path):
     evaluator.process([{"image_id": 1}], [prediction([(0, 1, {0: 0.9})], ranking=[0.3])])
     with pytest.raises(PredictionsFileError, match="image_id 2: 'rel_ranking_scores' is absent here but present"):
         evaluator.process([{"image_id": 2}], [prediction([(0, 1, {0: 0.9})])])
+    evaluator = SGGEvaluator(split, NO_ZERO_SHOT)  # model outputs are checked like the file's fields
+    evaluator.process([{"image_id": 2}], [prediction([(0, 1, {0: 0.9})], ranking=[float("nan")])])
+    with pytest.raises(PredictionsFileError, match="image_id 2: 'rel_ranking_scores' contains NaN"):
+        evaluator.evaluate()
+    with pytest.raises(PredictionsFileError, match="image_id 1: 'rel_ranking_scores' has shape \\(2,\\)"):
+        evaluator.process([{"image_id": 1}], [prediction([(0, 1, {0: 0.9})], ranking=[0.1, 0.2])])
