@@ -66,7 +66,7 @@ def test_tool_reproduces_live_metrics_bit_for_bit(tmp_path, split, monkeypatch, 
     assert live["num_zero_shot_relations"] >= 1 and 0 < live["R@100"] < 1
     assert sorted(os.listdir(tmp_path / "live")) == ["sgg_eval.json", "sgg_predictions.pt"]  # no temp files left
 
-    monkeypatch.setattr(evaluate_tool, "load_vg_split", lambda cfg, name: split)
+    monkeypatch.setattr(evaluate_tool, "get_split", lambda cfg, name: split)
     offline = evaluate_tool.evaluate_predictions_file(
         tool_cfg(zero_shot_path), str(tmp_path / "live" / "sgg_predictions.pt"), str(tmp_path / "offline")
     )
@@ -155,20 +155,21 @@ def write_config(tmp_path, split):
 def test_tool_command_line_prints_the_block(tmp_path, split, monkeypatch, capsys):
     live = run_evaluator(split, predictions_for(split), tmp_path, np.zeros((0, 3), dtype=np.int64))
     capsys.readouterr()
-    monkeypatch.setattr(evaluate_tool, "load_vg_split", lambda cfg, name: split)
+    monkeypatch.setattr(evaluate_tool, "get_split", lambda cfg, name: split)
     evaluate_tool.main(["--predictions", str(tmp_path / "sgg_predictions.pt"), "--config-file",
                         write_config(tmp_path, split), "--output-dir", str(tmp_path / "offline"),
                         "MODEL.DEVICE", "cpu"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == (f"SGG eval:     R @ 20: {live['R@20']:.4f};     R @ 50: {live['R@50']:.4f};     "
+    assert lines[0].startswith("SGG eval protocol: standard (Scene-Graph-Benchmark")  # the default protocol
+    assert lines[1] == (f"SGG eval:     R @ 20: {live['R@20']:.4f};     R @ 50: {live['R@50']:.4f};     "
                         f"R @ 100: {live['R@100']:.4f};  for mode=sgdet, type=Recall(Main).")
-    assert lines[-1].startswith("Detection evaluation mAp=") and len(lines) == 9
+    assert lines[-1].startswith("Detection evaluation mAp=") and len(lines) == 10
     assert (tmp_path / "offline" / "sgg_eval.json").is_file()
 
 
 def test_tool_exits_with_a_clear_message(tmp_path, split, monkeypatch, capsys):
     path = corrupt(tmp_path, split, lambda p: p.update(format="other"))
-    monkeypatch.setattr(evaluate_tool, "load_vg_split", lambda cfg, name: split)
+    monkeypatch.setattr(evaluate_tool, "get_split", lambda cfg, name: split)
     config = write_config(tmp_path, split)
     assert evaluate_tool.main(["--predictions", path, "--config-file", config, "MODEL.DEVICE", "cpu"]) == 2
     assert f"error: {path}: format tag" in capsys.readouterr().err
@@ -228,7 +229,7 @@ def test_unseen_triplets_from_training_split(monkeypatch):
 
     # build_zero_shot_source without a file: computed lazily from DATASETS.TRAIN[0]
     loaded = []
-    monkeypatch.setattr(sgg_evaluator, "load_vg_split",
+    monkeypatch.setattr(sgg_evaluator, "get_split",
                         lambda cfg, name: loaded.append(name) or (train if name == "VG_train" else test))
     source = sgg_evaluator.build_zero_shot_source(get_cfg(), "VG_test", 4, 3)
     assert loaded == []
