@@ -1,6 +1,6 @@
 """Visual Genome VG150 (the scene-graph split of Xu et al. 2017) loaded into compact numpy arrays.
 
-The dataset is three files plus an image folder (SPEC section 1):
+The dataset is three files plus an image folder (docs/PROTOCOL.md, section 1):
 
 * ``VG-SGG-with-attri.h5`` (``DATASETS.VISUAL_GENOME.VG_ATTRIBUTE_H5``): one row per valid image, boxes as
   (cx, cy, w, h) at a longer side of ``BOX_SCALE`` and relations as global object rows, no image ids;

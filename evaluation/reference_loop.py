@@ -1,7 +1,7 @@
 """The sgdet protocol written as plain per-image Python loops: the test oracle and the benchmark baseline.
 
-It follows SPEC section 2 literally -- sort every row, sort every (row, predicate) entry, and for every K and every
-ground-truth row scan the top-K list, computing IoUs pair by pair -- and shares no code with
+It follows docs/PROTOCOL.md section 2 literally -- sort every row, sort every (row, predicate) entry, and for every
+K and every ground-truth row scan the top-K list, computing IoUs pair by pair -- and shares no code with
 :mod:`evaluation.sgg_metrics`, so agreement between the two is evidence that the vectorised version is right.
 Scores are float64 products in the order predicate prob x subject score x object score, as in the fast version.
 Both protocols of :mod:`evaluation.protocols` are written out here too (skipped images, detectron2's IoU in float32

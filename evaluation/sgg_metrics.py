@@ -1,6 +1,6 @@
 """Scene-graph recall metrics (sgdet) computed from one first-hit rank per ground-truth relation.
 
-The protocol (SPEC section 2) in two steps:
+The protocol (docs/PROTOCOL.md, section 2) in two steps:
 
 1. **Per image** (:func:`match_images`, vectorised over a batch of images): rank the prediction rows into the
    graph-constrained list (each row with its argmax predicate, scored predicate prob x subject score x object
