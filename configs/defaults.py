@@ -171,7 +171,7 @@ _C.MODEL.DETR.COST_BBOX = 5.0
 _C.MODEL.DETR.COST_GIOU = 2.0
 # Weight of the "no object" class in the subject/object cross-entropy.
 _C.MODEL.DETR.NO_OBJECT_WEIGHT = 0.1
-# Predicate cross-entropy weights w_c = max(sqrt(alpha / f_c), 1) ** U (alpha = OVERSAMPLE, U = UNDERSAMPLE = 2 beta).
+# Predicate CE weights w_c = max(sqrt(alpha / (f_c + 1e-5)), 1) ** U, f_c = count_c / total (alpha = OVERSAMPLE, U = 2 beta).
 _C.MODEL.DETR.REWEIGHT_RELATIONS = True
 _C.MODEL.DETR.OVERSAMPLE_PARAM = 0.07
 _C.MODEL.DETR.UNDERSAMPLE_PARAM = 1.5

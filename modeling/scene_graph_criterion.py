@@ -1,4 +1,4 @@
-"""Training targets and losses of the iterative scene-graph model (SPEC §5)."""
+"""Training targets and losses of the iterative scene-graph model (docs/MODEL.md, "Losses")."""
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -18,9 +18,9 @@ def predicate_class_weights(predicate_counts: Optional[Sequence[int]], num_relat
                             undersample: float, no_relation_weight: float) -> torch.Tensor:
     """Predicate cross-entropy weights (num_relation_classes + 1,), the last entry for "no relation".
 
-    w_c = max(sqrt(alpha / f_c), 1) ** undersample with f_c the predicate's share of the training relations
-    (duplicates included); rare predicates get up-weighted, frequent ones keep 1.  A predicate never seen in
-    training is treated as seen once (its weight is then irrelevant to training but stays finite).
+    w_c = max(sqrt(alpha / (f_c + 1e-5)), 1) ** undersample with f_c = count_c / total the predicate's share of
+    the training relations (duplicates included), as released; rare predicates get up-weighted, frequent ones keep
+    1.  The 1e-5 also keeps a predicate never seen in training finite (docs/MODEL.md, "Losses").
     ``predicate_counts=None`` gives all ones.
     """
     weights = torch.ones(num_relation_classes + 1, dtype=torch.float32)
@@ -33,18 +33,18 @@ def predicate_class_weights(predicate_counts: Optional[Sequence[int]], num_relat
                          f"{num_relation_classes}")
     if (counts < 0).any() or counts.sum() <= 0:
         raise ValueError("predicate_counts must be non-negative with a positive total")
-    frequency = np.maximum(counts, 1.0) / counts.sum()
-    weights[:-1] = torch.from_numpy(np.maximum(np.sqrt(alpha / frequency), 1.0) ** undersample).float()
+    frequency = counts / counts.sum()
+    weights[:-1] = torch.from_numpy(np.maximum(np.sqrt(alpha / (frequency + 1e-5)), 1.0) ** undersample).float()
     return weights
 
 
 def relation_box_xyxy(subject_xyxy: torch.Tensor, object_xyxy: torch.Tensor) -> torch.Tensor:
     """The predicate's box: spanned by the subject centre and the object centre; the subject box where that
-    span has no width or no height."""
+    span is at most 1e-5 px wide or high (detectron2's ``nonempty(1e-5)``, as released; docs/MODEL.md)."""
     subject_centre = (subject_xyxy[:, :2] + subject_xyxy[:, 2:]) / 2
     object_centre = (object_xyxy[:, :2] + object_xyxy[:, 2:]) / 2
     span = torch.cat([torch.minimum(subject_centre, object_centre), torch.maximum(subject_centre, object_centre)], 1)
-    degenerate = ((span[:, 2] - span[:, 0]) <= 0) | ((span[:, 3] - span[:, 1]) <= 0)
+    degenerate = ((span[:, 2] - span[:, 0]) <= 1e-5) | ((span[:, 3] - span[:, 1]) <= 1e-5)
     return torch.where(degenerate[:, None], subject_xyxy, span)
 
 
@@ -101,7 +101,7 @@ class SceneGraphCriterion(nn.Module):
 
     For each branch and layer: class cross-entropy over all queries (unmatched queries → the last, "no object" /
     "no relation" class; DETR's weighted mean), and over the matched queries L1 and GIoU losses of the boxes summed
-    and divided by the number of ground-truth relations (averaged over processes when distributed).  The returned
+    and divided by the number of matched relations, Σ min(Q, T) (averaged over processes when distributed).  The returned
     dict holds ``loss_{sub,obj,rel}_{ce,l1,giou}_{layer}``, already multiplied by their weights, so the total
     loss is their sum.  Besides the matcher's single copy of the cost matrices, nothing waits for the device.
     """
@@ -125,10 +125,11 @@ class SceneGraphCriterion(nn.Module):
         self.register_buffer("entity_class_weights", entity_weights, persistent=False)
         self.register_buffer("predicate_class_weights", predicate_weights.clone().float(), persistent=False)
 
-    def _num_relations(self, targets: List[Dict[str, torch.Tensor]], device: torch.device) -> torch.Tensor:
-        """Number of GT relations per process (averaged over processes), at least 1, as a device tensor."""
+    def _num_matched(self, indices: List[Tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> torch.Tensor:
+        """Number of matched relations per process, sum over images of min(Q, T) (averaged over processes), at
+        least 1, as a device tensor: the released normaliser of the box losses (docs/MODEL.md, "Losses")."""
         # torch.full launches a fill kernel; torch.tensor(..., device=cuda) would wait for the stream.
-        num = torch.full((), float(sum(len(t["relation_labels"]) for t in targets)), device=device)
+        num = torch.full((), float(sum(len(q) for q, _ in indices)), device=device)
         return comm.average_across_processes(num).clamp(min=1.0)
 
     def forward(self, outputs: Dict[str, torch.Tensor], targets: List[Dict[str, torch.Tensor]]
@@ -140,7 +141,7 @@ class SceneGraphCriterion(nn.Module):
                                                                                               non_blocking=True)
         query_index = torch.cat([q for q, _ in indices]).to(device, non_blocking=True)
         target_index = [t.to(device, non_blocking=True) for _, t in indices]
-        num_relations = self._num_relations(targets, device)
+        num_relations = self._num_matched(indices, device)
         first_layer = 0 if self.deep_supervision else outputs["subject_logits"].shape[0] - 1
 
         losses = {}

@@ -11,8 +11,16 @@ from modeling.matcher import HungarianTripletMatcher
 
 def test_predicate_weights_formula_on_a_small_case():
     weights = predicate_class_weights([90, 9, 1], 3, alpha=0.07, undersample=1.5, no_relation_weight=0.1)
-    # f = 0.9, 0.09, 0.01: the first two are frequent enough for weight 1, the last gets sqrt(7) ** 1.5.
-    torch.testing.assert_close(weights, torch.tensor([1.0, 1.0, 7 ** 0.75, 0.1]))
+    # f = 0.9, 0.09, 0.01: the first two are frequent enough for weight 1; the last gets
+    # (0.07 / (0.01 + 1e-5)) ** 0.75 = 6.993007 ** 0.75 = 4.300292 (without the 1e-5: 7 ** 0.75 = 4.303517).
+    torch.testing.assert_close(weights, torch.tensor([1.0, 1.0, 4.300292, 0.1]))
+
+
+def test_predicate_weights_use_the_released_epsilon_not_a_count_floor():
+    # f = 5 / 100000 = 5e-5: (0.07 / 6e-5) ** 0.75 = 1166.667 ** 0.75 = 199.6228 (the released formula); without
+    # the 1e-5 it would be 1400 ** 0.75 = 228.87.  A predicate never seen (f = 0) gets 7000 ** 0.75 = 765.2856.
+    weights = predicate_class_weights([99995, 5, 0], 3, alpha=0.07, undersample=1.5, no_relation_weight=0.1)
+    torch.testing.assert_close(weights, torch.tensor([1.0, 199.6228, 765.2856, 0.1]))
 
 
 def test_predicate_weights_span_one_to_about_two_hundred_on_a_vg_like_distribution():
@@ -39,6 +47,16 @@ def test_relation_box_spans_the_two_centres_or_falls_back_to_the_subject():
     objects = torch.tensor([[20.0, 30.0, 40.0, 50.0], [20.0, 0.0, 40.0, 10.0]])  # second pair: same centre y
     torch.testing.assert_close(relation_box_xyxy(subjects, objects),
                                torch.tensor([[5.0, 5.0, 30.0, 40.0], [0.0, 0.0, 10.0, 10.0]]))
+
+
+def test_relation_box_falls_back_to_the_subject_below_a_span_of_1e_5_pixels():
+    subjects = torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 3, dtype=torch.float64)
+    # centre spans in x: 5e-6 px (degenerate), exactly 1e-5 px (degenerate: nonempty needs > 1e-5), 2e-5 px (kept)
+    objects = torch.tensor([[0.0, 20.0, 10.00001, 40.0], [0.0, 20.0, 10.00002, 40.0], [0.0, 20.0, 10.00004, 40.0]],
+                           dtype=torch.float64)
+    boxes = relation_box_xyxy(subjects, objects)
+    torch.testing.assert_close(boxes[:2], subjects[:2])
+    torch.testing.assert_close(boxes[2], torch.tensor([5.0, 5.0, 5.00002, 30.0], dtype=torch.float64))
 
 
 def test_relation_targets_are_normalised_cxcywh_of_the_resized_image():
@@ -80,7 +98,7 @@ def _targets():
 
 
 def _perfect_outputs(targets, num_layers=2, num_queries=4, num_classes=5, num_predicates=3):
-    """Matched queries (query i ↔ relation i) predict the targets exactly; the rest predict "nothing"."""
+    """Matched queries (query i ↔ relation i, i < Q) predict the targets exactly; the rest predict "nothing"."""
     out = {}
     for branch in ("subject", "object", "relation"):
         classes = num_predicates if branch == "relation" else num_classes
@@ -88,10 +106,10 @@ def _perfect_outputs(targets, num_layers=2, num_queries=4, num_classes=5, num_pr
         logits[..., -1] = 30.0
         boxes = torch.tensor([0.5, 0.5, 0.1, 0.1]).repeat(num_layers, len(targets), num_queries, 1)
         for image, target in enumerate(targets):
-            n = len(target["relation_labels"])
+            n = min(len(target["relation_labels"]), num_queries)  # relations beyond Q stay unmatched
             logits[:, image, :n, -1] = -30.0
-            logits[:, image, torch.arange(n), target[f"{branch}_labels"]] = 30.0
-            boxes[:, image, :n] = target[f"{branch}_boxes"]
+            logits[:, image, torch.arange(n), target[f"{branch}_labels"][:n]] = 30.0
+            boxes[:, image, :n] = target[f"{branch}_boxes"][:n]
         out[f"{branch}_logits"], out[f"{branch}_boxes"] = logits, boxes
     return out
 
@@ -121,6 +139,32 @@ def test_box_losses_are_normalised_by_the_number_of_relations():
     assert losses["loss_sub_l1_1"].item() == pytest.approx(5.0 * 0.03 / 3, rel=1e-4)
     assert losses["loss_sub_l1_0"].item() == pytest.approx(0.0, abs=1e-6)
     assert losses["loss_sub_giou_1"].item() > 0 and losses["loss_obj_l1_1"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_box_losses_are_normalised_by_the_matched_count_when_an_image_has_more_relations_than_queries():
+    # One image, T = 5 relations, Q = 4 queries: 4 relations are matched (sum of min(Q, T)), so one box off by
+    # 0.03 in cx costs 5 * 0.03 / 4 = 0.0375 (the released normaliser), not 5 * 0.03 / 5 = 0.03.
+    target = {"subject_labels": torch.tensor([1, 2, 3, 4, 0]), "object_labels": torch.tensor([0, 1, 2, 3, 4]),
+              "relation_labels": torch.tensor([0, 1, 2, 0, 1])}
+    centres = torch.tensor([0.2, 0.35, 0.5, 0.65, 0.9])
+    for branch in ("subject", "object", "relation"):
+        target[f"{branch}_boxes"] = torch.stack([centres, centres, torch.full((5,), 0.1), torch.full((5,), 0.1)], 1)
+    outputs = _perfect_outputs([target], num_layers=1, num_queries=4)
+    outputs["subject_boxes"][0, 0, 0, 0] += 0.03
+    losses = _criterion(deep_supervision=False)(outputs, [target])
+    assert losses["loss_sub_l1_0"].item() == pytest.approx(5.0 * 0.03 / 4, rel=1e-4)
+    assert losses["loss_obj_l1_0"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_an_image_without_relations_in_the_batch_gives_finite_losses():
+    targets = _targets()
+    empty = {key: value[:0] for key, value in targets[1].items()}
+    outputs = _perfect_outputs([targets[0], empty])
+    losses = _criterion()(outputs, [targets[0], empty])
+    assert all(torch.isfinite(v) for v in losses.values())
+    only_empty = _criterion()(_perfect_outputs([empty]), [empty])
+    assert all(torch.isfinite(v) for v in only_empty.values())
+    assert only_empty["loss_sub_l1_1"].item() == 0.0 and only_empty["loss_rel_giou_1"].item() == 0.0
 
 
 def test_predicate_cross_entropy_uses_the_class_weights():
