@@ -1,5 +1,5 @@
 """The IterativeSG meta-architecture: batch items in, losses (training) or scene graphs (inference) out."""
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -57,28 +57,35 @@ class IterativeSceneGraphModel(MetaArchitectureBase):
         )
         self.postprocessor = SceneGraphPostProcessor(cfg.TEST.NMS_THRESH, cfg.TEST.RELATIONS_PER_IMAGE)
 
+    def network(self, images: torch.Tensor, padding_mask: torch.Tensor, image_sizes: List[Tuple[int, int]],
+                detection_targets: Optional[List[dict]] = None) -> Tuple[Dict[str, torch.Tensor], dict]:
+        """The network without pre- and post-processing (what ``tools/export_onnx.py`` exports): normalised padded
+        ``images`` (B, 3, H, W), ``padding_mask`` (B, H, W) and unpadded ``image_sizes`` → per-decoder-layer
+        ``{subject,object,relation}_{logits,boxes}`` and the CenterMask injector's losses (``{}`` without
+        ``detection_targets``)."""
+        features = self.backbone(images)
+        src, pos, mask = flatten_feature_map(features[self.in_feature], padding_mask, self.input_proj,
+                                             self.position_embedding)
+        extra_memory, extra_losses = None, {}
+        if self.centermask is not None:
+            tokens, token_pos, token_mask, extra_losses = self.centermask(features, image_sizes, detection_targets)
+            extra_memory = {"tokens": tokens, "pos": token_pos, "padding_mask": token_mask}
+        outputs = self.transformer(src, pos, mask, self.query_embed.weight, self.object_query_embed.weight,
+                                   self.relation_query_embed.weight, extra_memory)
+        return outputs, extra_losses
+
     def forward(self, batch: List[dict]):
         if self.training and any("instances" not in item for item in batch):
             raise KeyError("training batch items need 'instances' (boxes, labels, relations)")
         images, padding_mask, image_sizes = self.preprocess_images(batch)
-        features = self.backbone(images)
-        src, pos, mask = flatten_feature_map(features[self.in_feature], padding_mask, self.input_proj,
-                                             self.position_embedding)
-
-        extra_memory, extra_losses = None, {}
-        if self.centermask is not None:
-            detection_targets = None
-            if self.training:
-                detection_targets = [
-                    {"boxes": torch.as_tensor(item["instances"]["boxes"]).to(self.device, non_blocking=True),
-                     "labels": torch.as_tensor(item["instances"]["labels"]).to(self.device, non_blocking=True)}
-                    for item in batch
-                ]
-            tokens, token_pos, token_mask, extra_losses = self.centermask(features, image_sizes, detection_targets)
-            extra_memory = {"tokens": tokens, "pos": token_pos, "padding_mask": token_mask}
-
-        outputs = self.transformer(src, pos, mask, self.query_embed.weight, self.object_query_embed.weight,
-                                   self.relation_query_embed.weight, extra_memory)
+        detection_targets = None
+        if self.training and self.centermask is not None:
+            detection_targets = [
+                {"boxes": torch.as_tensor(item["instances"]["boxes"]).to(self.device, non_blocking=True),
+                 "labels": torch.as_tensor(item["instances"]["labels"]).to(self.device, non_blocking=True)}
+                for item in batch
+            ]
+        outputs, extra_losses = self.network(images, padding_mask, image_sizes, detection_targets)
         if self.training:
             targets = [relation_targets(item["instances"], size, self.device, self.criterion.num_classes,
                                         self.criterion.num_relation_classes)
