@@ -259,6 +259,8 @@ _C.SOLVER.WARMUP_METHOD = "linear"
 # Total images per iteration over all processes.
 _C.SOLVER.IMS_PER_BATCH = 12
 _C.SOLVER.CHECKPOINT_PERIOD = 5000
+# Periodic checkpoints (model_<iter>.pth) kept on disk, the newest; 0 = keep all. model_final/best_model_final stay.
+_C.SOLVER.CHECKPOINT_MAX_TO_KEEP = 3
 # Print/record training metrics every LOG_PERIOD iterations.
 _C.SOLVER.LOG_PERIOD = 20
 _C.SOLVER.CLIP_GRADIENTS = CfgNode()
@@ -268,8 +270,10 @@ _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
 _C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
 _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 _C.SOLVER.AMP = CfgNode()
-# bf16 autocast on GPU; ignored (fp32) on CPU.
+# Mixed-precision autocast on GPU; ignored (fp32) on CPU.
 _C.SOLVER.AMP.ENABLED = True
+# "bfloat16" (ours, no loss scaling) or "float16" with a GradScaler (the released AMPTrainer; docs/DIFFERENCES.md).
+_C.SOLVER.AMP.PRECISION = "bfloat16"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Test / evaluation

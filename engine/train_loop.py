@@ -2,8 +2,9 @@
 
 :class:`TrainerBase` runs ``before_train``, then for every iteration ``before_step``, ``run_step``,
 ``after_step``, and finally ``after_train`` on its hooks.  :class:`SimpleTrainer` implements ``run_step`` for a
-model that returns a dict of losses: forward (bf16 autocast on CUDA when asked), a check that every loss is
-finite, backward, gradient clipping, optimizer step.
+model that returns a dict of losses: forward (bf16 or fp16 autocast when asked), a check that every loss is
+finite, backward (through a gradient scaler for fp16, whose skipped steps are counted and logged), gradient
+clipping, optimizer step.
 """
 import contextlib
 import logging
@@ -109,7 +110,11 @@ class SimpleTrainer(TrainerBase):
         data_loader: iterable of batches (may be set later, before ``train``).
         optimizer: the optimizer.
         clip_gradients: ``f(parameters) -> total norm`` applied between backward and step, or None.
-        amp_dtype: autocast dtype on CUDA (``torch.bfloat16``), or None for plain fp32.
+        amp_dtype: autocast dtype (``torch.bfloat16`` or ``torch.float16``), or None for plain fp32.
+        grad_scaler: a ``torch.amp.GradScaler`` for fp16 (detectron2's AMPTrainer): the loss is scaled before
+            backward, gradients are unscaled before clipping, and a step whose gradients are not finite is skipped
+            (counted in ``amp_skipped_steps``, logged); None without scaling.
+        amp_device: the device type autocast runs on ("cuda"; "cpu" for tests of the fp16 path).
     """
 
     def __init__(
@@ -119,6 +124,8 @@ class SimpleTrainer(TrainerBase):
         optimizer: torch.optim.Optimizer,
         clip_gradients: Optional[Callable[[Iterable[torch.nn.Parameter]], torch.Tensor]] = None,
         amp_dtype: Optional[torch.dtype] = None,
+        grad_scaler: Optional["torch.amp.GradScaler"] = None,
+        amp_device: str = "cuda",
     ) -> None:
         super().__init__()
         model.train()
@@ -128,6 +135,9 @@ class SimpleTrainer(TrainerBase):
         self.optimizer = optimizer
         self.clip_gradients = clip_gradients
         self.amp_dtype = amp_dtype
+        self.grad_scaler = grad_scaler
+        self.amp_device = amp_device
+        self.amp_skipped_steps = 0
 
     def run_step(self) -> None:
         if self._data_iter is None:
@@ -137,7 +147,8 @@ class SimpleTrainer(TrainerBase):
         data_time = time.perf_counter() - start
 
         autocast = (
-            torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else contextlib.nullcontext()
+            torch.autocast(self.amp_device, dtype=self.amp_dtype) if self.amp_dtype is not None
+            else contextlib.nullcontext()
         )
         with autocast:
             loss_dict = self.model(batch)
@@ -147,11 +158,31 @@ class SimpleTrainer(TrainerBase):
         self._check_finite_and_record(loss_dict, data_time)
 
         self.optimizer.zero_grad(set_to_none=True)
-        losses.backward()
+        if self.grad_scaler is None:
+            losses.backward()
+        else:
+            self.grad_scaler.scale(losses).backward()
+            self.grad_scaler.unscale_(self.optimizer)  # clip the true gradients
         if self.clip_gradients is not None:
             grad_norm = self.clip_gradients(self.model.parameters())
             self.storage.put_scalar("grad_norm", grad_norm)
-        self.optimizer.step()
+        if self.grad_scaler is None:
+            self.optimizer.step()
+        else:
+            self._scaled_step()
+
+    def _scaled_step(self) -> None:
+        """fp16: the scaler steps unless a gradient is inf/NaN (then it skips the step and halves the scale)."""
+        scale_before = self.grad_scaler.get_scale()
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        scale_after = self.grad_scaler.get_scale()
+        if scale_after < scale_before:  # update() lowers the scale only after non-finite gradients
+            self.amp_skipped_steps += 1
+            logger.warning("fp16: non-finite gradients at iteration %d, step skipped, loss scale %g -> %g "
+                           "(%d skipped so far)", self.iter, scale_before, scale_after, self.amp_skipped_steps)
+        self.storage.put_scalar("amp_loss_scale", scale_after)
+        self.storage.put_scalar("amp_skipped_steps", self.amp_skipped_steps)
 
     def _check_finite_and_record(self, loss_dict: Dict[str, torch.Tensor], data_time: float) -> None:
         """Average the losses over processes, stop on any NaN/inf (on every process alike) and record them."""

@@ -27,7 +27,7 @@ from utils.events import ConsoleMetricPrinter, EventWriter, JSONWriter, Tensorbo
 from utils.file_io import remove_stale_temp_files
 from utils.model_wrappers import unwrap_model
 
-__all__ = ["Trainer", "create_ddp_model"]
+__all__ = ["Trainer", "create_ddp_model", "build_amp"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,23 @@ def create_ddp_model(model: torch.nn.Module, find_unused_parameters: bool = Fals
         forward_sync_buffers=False,  # buffers are synced from rank 0 once, at wrapping; not at every forward
         find_unused_parameters=find_unused_parameters,
     )
+
+
+AMP_PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_amp(cfg, device_type: Optional[str] = None):
+    """``(autocast dtype or None, GradScaler or None)`` from ``SOLVER.AMP``: mixed precision runs on CUDA only
+    (``device_type`` defaults to ``MODEL.DEVICE``'s type); "bfloat16" needs no scaler, "float16" gets a
+    ``torch.amp.GradScaler`` as detectron2's AMPTrainer (the released recipe; docs/DIFFERENCES.md)."""
+    precision = cfg.SOLVER.AMP.PRECISION
+    if precision not in AMP_PRECISIONS:
+        raise ValueError(f'SOLVER.AMP.PRECISION must be "bfloat16" or "float16", got {precision!r}')
+    device_type = device_type or torch.device(cfg.MODEL.DEVICE).type
+    if not cfg.SOLVER.AMP.ENABLED or device_type != "cuda":
+        return None, None
+    dtype = AMP_PRECISIONS[precision]
+    return dtype, (torch.amp.GradScaler(device_type) if dtype == torch.float16 else None)
 
 
 class Trainer(SimpleTrainer):
@@ -68,7 +85,7 @@ class Trainer(SimpleTrainer):
         self.cfg = cfg
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
-        amp_dtype = torch.bfloat16 if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE.startswith("cuda") else None
+        amp_dtype, grad_scaler = build_amp(cfg)
         if find_unused_parameters is None:
             find_unused_parameters = cfg.MODEL.DDP_FIND_UNUSED_PARAMETERS
         train_model = create_ddp_model(model, find_unused_parameters)
@@ -80,18 +97,22 @@ class Trainer(SimpleTrainer):
             optimizer=optimizer,
             clip_gradients=functools.partial(clip_gradients, cfg),
             amp_dtype=amp_dtype,
+            grad_scaler=grad_scaler,
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        scaler_state = {"grad_scaler": grad_scaler} if grad_scaler is not None else {}
         self.checkpointer = ModelCheckpointer(
-            model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(), optimizer=optimizer, scheduler=self.scheduler
+            model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(), optimizer=optimizer, scheduler=self.scheduler,
+            **scaler_state,
         )
         self.max_iter = cfg.SOLVER.MAX_ITER
         self._rng_states_to_restore: Optional[List[Dict[str, Any]]] = None
         self.register_hooks(self.build_hooks())
 
     def resume_or_load(self, resume: bool = True) -> None:
-        """With ``resume`` and a ``last_checkpoint`` in OUTPUT_DIR: restore everything (model, optimizer,
-        scheduler, best metric, RNG states) and continue after its iteration.  Otherwise initialise the model from
+        """With ``resume`` and a checkpoint in OUTPUT_DIR: restore everything (model, optimizer, scheduler, best
+        metric, RNG states) and continue after its iteration (``last_checkpoint``'s file, or the newest readable
+        ``model_*.pth`` when that one is corrupt: ``ModelCheckpointer.resume``).  Otherwise initialise the model from
         ``MODEL.WEIGHTS`` (if set) and start at iteration 0.  Rank 0 first deletes the temporary files a killed
         run left in OUTPUT_DIR and its evaluation folders (the checkpoint it was writing is incomplete;
         ``last_checkpoint`` never names it)."""
@@ -100,9 +121,8 @@ class Trainer(SimpleTrainer):
             for dataset in {*cfg.DATASETS.VAL, *cfg.DATASETS.TEST}:
                 remove_stale_temp_files(os.path.join(cfg.OUTPUT_DIR, "inference", dataset))
             remove_stale_temp_files(cfg.OUTPUT_DIR)
-        resuming = resume and self.checkpointer.has_checkpoint()
         checkpoint = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
-        if resuming:
+        if self.checkpointer.resumed_from is not None:  # last_checkpoint's file, or the newest readable one
             self.start_iter = checkpoint["iteration"] + 1
             self._rng_states_to_restore = checkpoint.get("rng_states")
             logger.info("Resuming at iteration %d", self.start_iter)
@@ -150,7 +170,8 @@ class Trainer(SimpleTrainer):
             best = BestCheckpointer(cfg.TEST.EVAL_PERIOD, self.checkpointer, f"{val_names[0]}/{cfg.TEST.BEST_METRIC}")
             self.checkpointer.add_checkpointable("best_checkpointer", best)
             hooks.append(best)
-        hooks.append(PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+        hooks.append(PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
+                                          max_to_keep=cfg.SOLVER.CHECKPOINT_MAX_TO_KEEP))
         if comm.is_main_process():
             hooks.append(PeriodicWriter(self.build_writers(), cfg.SOLVER.LOG_PERIOD))
         return hooks
