@@ -97,4 +97,4 @@ class IterativeSceneGraphModel(MetaArchitectureBase):
             losses.update(extra_losses)
             return losses
         last_layer = {name: value[-1] for name, value in outputs.items()}
-        return self.postprocessor(last_layer, original_sizes(batch))
+        return self.postprocessor(last_layer, original_sizes(batch), image_sizes)
