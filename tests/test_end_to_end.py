@@ -41,9 +41,12 @@ def test_train_then_eval_only_then_offline_evaluation_agree(trained, capsys):
     inference_dir = os.path.join(out, "inference", "VG_test")
     predictions = os.path.join(inference_dir, "sgg_predictions.pt")
     saved = torch.load(predictions, weights_only=True)
-    assert saved["format"] == "sgg-predictions/v1" and saved["mode"] == "sgdet"
+    # v2 exactly when the model stores its rows' ranking scores (docs/PROTOCOL.md, section 5)
+    ranked = "rel_ranking_scores" in saved["images"][0]
+    assert saved["format"] == ("sgg-predictions/v2" if ranked else "sgg-predictions/v1") and saved["mode"] == "sgdet"
     with open(os.path.join(inference_dir, "sgg_eval.json")) as f:
         on_disk = json.load(f)
+    assert on_disk["protocol"] == "standard"  # the default TEST.SGG_PROTOCOL
 
     evaluated = train_iterative_model.run(["--resume", "--eval-only", "--num-gpus", "1", "--config-file", TINY]
                                           + overrides)["VG_test"]
