@@ -1,11 +1,12 @@
-# One command each: `make test` (the test suite) and `make demo` (train + evaluate on the synthetic world, CPU).
+# One command each: `make test` (the test suite), `make demo` (train + evaluate on the synthetic world, CPU) and
+# `make web` (the web demo of the model `make demo` trained, http://127.0.0.1:7860).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= output/demo_data
 DEMO_OUT ?= output/demo
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo web clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ test: venv
 
 demo: venv
 	$(PY) tools/run_demo.py --data-dir $(DEMO_DIR) --output-dir $(DEMO_OUT)
+
+web: venv
+	$(PY) tools/web_demo.py
 
 clean:
 	rm -rf output

@@ -10,7 +10,9 @@ model it came from (config file, weights file and its SHA-256), the thresholds u
 original-image pixels, label name, score) and the top-k triplets (subject / predicate / object names, scores, box
 indices into ``objects``) — and ``OUT/<name>.png``, the boxes drawn on the image with the scene graph beside it.
 ``--format jsonl`` writes the same records, one line per image, to the single file ``OUT`` (no pictures): the
-form for big folders.  Class and predicate names come from ``DATASETS.VISUAL_GENOME.MAPPING_DICTIONARY``.
+form for big folders.  Class and predicate names are those of the split the model was trained on,
+``DATASETS.TRAIN[0]`` of the config (VG150: ``DATASETS.VISUAL_GENOME.MAPPING_DICTIONARY``; a COCO-relations split:
+its JSON's categories; docs/DATASETS.md): pass the run's ``OUTPUT_DIR/config.yaml``.
 
 A folder may hold anything: a file that does not decode (truncated, not an image) is reported with its name and
 the reason, skipped, and the rest is processed; the summary lists the skipped files and the exit status is 1.
@@ -86,9 +88,6 @@ def load_image(file_name: str, cfg) -> Tuple["object", dict]:
     """``(RGB uint8 (3, H, W) tensor of the EXIF-transposed image, model batch item)``: the test-time resize of
     ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST`` and the channel order of ``INPUT.FORMAT``.  Raises
     :class:`ImageDecodeError` naming ``file_name`` when it does not decode."""
-    import torch
-
-    from data import transforms as T
     from data.mapper import read_image
 
     try:
@@ -98,13 +97,22 @@ def load_image(file_name: str, cfg) -> Tuple["object", dict]:
     except Exception as e:  # noqa: BLE001 - any decoder failure (OSError, DecompressionBombError, ...) skips the file
         cause = e.__context__ if isinstance(e, ValueError) and e.__context__ is not None else e
         raise ImageDecodeError(file_name, f"cannot decode ({type(cause).__name__}: {cause})") from None
+    return image, model_item(image, cfg)
+
+
+def model_item(image, cfg) -> dict:
+    """The model's batch item for an RGB uint8 (3, H, W) tensor: resized as at test time, in ``INPUT.FORMAT``."""
+    import torch
+
+    from data import transforms as T
+
     h, w = image.shape[-2:]
     size = T.shortest_edge_size(h, w, int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST))
     resized, _ = T.resize(*T.as_tv_tensors(image, torch.zeros(0, 4)), size)
     model_input = resized.as_subclass(torch.Tensor)
     if cfg.INPUT.FORMAT == "BGR":
         model_input = model_input.flip(0)
-    return image, {"image": model_input.contiguous(), "height": int(h), "width": int(w), "image_id": -1}
+    return {"image": model_input.contiguous(), "height": int(h), "width": int(w), "image_id": -1}
 
 
 def normalised_image(item: dict, cfg):
@@ -124,18 +132,18 @@ class SceneGraphPredictor:
     def __init__(self, cfg, onnx_path: Optional[str] = None):
         import torch
 
-        from data.visual_genome import _read_vocabulary
+        from data.catalog import MetadataCatalog
 
-        vocab = cfg.DATASETS.VISUAL_GENOME.MAPPING_DICTIONARY
-        if not vocab or not os.path.isfile(vocab):
-            raise FileNotFoundError(
-                f"DATASETS.VISUAL_GENOME.MAPPING_DICTIONARY: {vocab!r} is not a file (the class and predicate "
-                "names of the model are read from it)")
-        self.class_names, self.predicate_names = _read_vocabulary(vocab)
+        if not cfg.DATASETS.TRAIN:
+            raise ValueError("DATASETS.TRAIN is empty: the class and predicate names are those of the training "
+                             "split (pass the run's OUTPUT_DIR/config.yaml)")
+        metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0], cfg)
+        self.class_names, self.predicate_names = list(metadata.class_names), list(metadata.predicate_names)
         if len(self.class_names) != cfg.MODEL.DETR.NUM_CLASSES or \
                 len(self.predicate_names) != cfg.MODEL.DETR.NUM_RELATION_CLASSES:
             raise ValueError(
-                f"{vocab} has {len(self.class_names)} classes / {len(self.predicate_names)} predicates but "
+                f"{cfg.DATASETS.TRAIN[0]} ({metadata.source}) has {len(self.class_names)} classes / "
+                f"{len(self.predicate_names)} predicates but "
                 f"MODEL.DETR.NUM_CLASSES / NUM_RELATION_CLASSES are {cfg.MODEL.DETR.NUM_CLASSES} / "
                 f"{cfg.MODEL.DETR.NUM_RELATION_CLASSES}")
         self.cfg = cfg
@@ -230,6 +238,25 @@ def scene_graph_json(prediction: dict, class_names, predicate_names, top_k: int,
                       "object_index": new_index[t["object"]], "score": round(t["score"], 4),
                       "predicate_score": round(t["predicate_score"], 4)} for t in triplets],
     }
+
+
+def image_record(prediction: dict, predictor: SceneGraphPredictor, file_name: str, image, model: dict,
+                 thresholds: dict) -> dict:
+    """The JSON of one image (format ``iterativesg-scene-graph/v1``): file name, original ``width`` and
+    ``height``, the ``model`` identity, the ``thresholds`` used, then objects and triplets."""
+    record = {"format": RECORD_FORMAT, "file_name": os.path.basename(file_name), "width": int(image.shape[2]),
+              "height": int(image.shape[1]), "model": model, "thresholds": thresholds}
+    record.update(scene_graph_json(prediction, predictor.class_names, predictor.predicate_names,
+                                   thresholds["top_k"], thresholds["score_threshold"],
+                                   thresholds["object_threshold"], file_name))
+    return record
+
+
+def thresholds_of(cfg, top_k: int, score_threshold: float, object_threshold: float, self_pairs: bool) -> dict:
+    """The settings that shaped a record's triplets (stored in it)."""
+    return {"top_k": top_k, "score_threshold": score_threshold, "object_threshold": object_threshold,
+            "self_pairs": self_pairs, "nms_thresh": float(cfg.TEST.NMS_THRESH),
+            "relations_per_image": int(cfg.TEST.RELATIONS_PER_IMAGE)}
 
 
 @dataclasses.dataclass
@@ -332,19 +359,13 @@ def predict(cfg, inputs: Iterable[str], output: str, top_k: int = 20, score_thre
     writer = _Writer(output, output_format, files, overwrite, draw_top_k)
     run = PredictionRun()
     model = predictor.model_identity(config_file)
-    thresholds = {"top_k": top_k, "score_threshold": score_threshold, "object_threshold": object_threshold,
-                  "self_pairs": self_pairs, "nms_thresh": float(cfg.TEST.NMS_THRESH),
-                  "relations_per_image": int(cfg.TEST.RELATIONS_PER_IMAGE)}
+    thresholds = thresholds_of(cfg, top_k, score_threshold, object_threshold, self_pairs)
     triplet_options = {"top_k": top_k, "score_threshold": score_threshold}
 
     def finish(file_name: str, image, prediction: dict) -> None:
         if not self_pairs:
             prediction = without_self_pairs(prediction)
-        record = {"format": RECORD_FORMAT, "file_name": os.path.basename(file_name),
-                  "width": int(image.shape[2]), "height": int(image.shape[1]), "model": model,
-                  "thresholds": thresholds}
-        record.update(scene_graph_json(prediction, predictor.class_names, predictor.predicate_names, top_k,
-                                       score_threshold, object_threshold, file_name))
+        record = image_record(prediction, predictor, file_name, image, model, thresholds)
         run.written.append(writer.write(file_name, record, image, prediction, triplet_options,
                                         predictor.class_names, predictor.predicate_names))
 
