@@ -9,10 +9,10 @@ from .figure_io import save_figure
 
 
 def select_triplets(prediction: dict, top_k: int = 10, score_threshold: float = 0.0) -> list[dict]:
-    """The ``top_k`` best graph-constrained triplets of one ``sgg-predictions/v1`` image entry.
+    """The ``top_k`` best graph-constrained triplets of one ``sgg-predictions`` image entry.
 
-    Each row takes its arg-max predicate; its score is subject score × object score × predicate probability,
-    as the evaluator ranks them. Rows scoring below ``score_threshold`` are dropped.
+    Each row takes its arg-max predicate; its score is the entry's ``rel_ranking_scores`` when present (v2), else
+    subject score × object score × predicate probability — as the evaluator ranks them. Rows scoring below ``score_threshold`` are dropped.
     """
     rel_pairs = np.asarray(prediction["rel_pairs"]).reshape(-1, 2)
     rel_scores = np.asarray(prediction["rel_scores"], dtype=np.float64)
@@ -22,6 +22,8 @@ def select_triplets(prediction: dict, top_k: int = 10, score_threshold: float = 
     predicates = rel_scores.argmax(axis=1)
     scores = rel_scores[np.arange(len(rel_pairs)), predicates]
     scores = scores * entity_scores[rel_pairs[:, 0]] * entity_scores[rel_pairs[:, 1]]
+    if prediction.get("rel_ranking_scores") is not None:  # sgg-predictions/v2: the evaluator's own ranking
+        scores = np.asarray(prediction["rel_ranking_scores"], dtype=np.float64).reshape(-1)
     order = np.argsort(-scores, kind="stable")
     out = []
     for row in order[: max(top_k, 0)]:
