@@ -92,7 +92,7 @@ class DETRDetector(ImageDetector):
         targets = self.detection_targets(batch) if self.training else None
         images, padding_mask, image_sizes = self.preprocess_images(batch)
         src, pos, mask = flatten_feature_map(self.backbone(images)[self.in_feature], padding_mask, self.input_proj,
-                                             self.position_embedding)
+                                             self.position_embedding, stride=self.feature_stride)
         hidden = self.transformer(src, pos, mask, self.query_embed.weight)
         logits = self.class_embed(hidden)
         boxes = self.bbox_embed(hidden).sigmoid()  # (L, B, Q, 4) cxcywh normalised by the resized image size

@@ -65,7 +65,7 @@ class IterativeSceneGraphModel(MetaArchitectureBase):
         ``detection_targets``)."""
         features = self.backbone(images)
         src, pos, mask = flatten_feature_map(features[self.in_feature], padding_mask, self.input_proj,
-                                             self.position_embedding)
+                                             self.position_embedding, stride=self.feature_stride)
         extra_memory, extra_losses = None, {}
         if self.centermask is not None:
             tokens, token_pos, token_mask, extra_losses = self.centermask(features, image_sizes, detection_targets)

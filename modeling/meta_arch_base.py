@@ -1,7 +1,7 @@
 """What every meta-architecture (the scene-graph model and the two pre-training detectors) shares: pixel
 normalisation, the padded image batch, the DETR input preamble (backbone map → 1×1 projection → flattened tokens
 with sine positions) and the original-size helpers."""
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -10,8 +10,8 @@ from torch.nn import functional as F
 from .image_list import ImageList
 from .position_encoding import PositionEmbeddingSine
 
-__all__ = ["MetaArchitectureBase", "encoder_input_channels", "flatten_feature_map", "clip_to_image",
-           "original_sizes"]
+__all__ = ["MetaArchitectureBase", "encoder_input_channels", "flatten_feature_map", "feature_padding_mask",
+           "clip_to_image", "original_sizes"]
 
 # Backbone inputs are padded to a multiple of this unless the backbone says otherwise (``size_divisibility``).
 DEFAULT_SIZE_DIVISIBILITY = 32
@@ -39,6 +39,8 @@ class MetaArchitectureBase(nn.Module):
         self.input_proj = nn.Conv2d(encoder_input_channels(cfg, self.backbone), hidden_dim, kernel_size=1)
         self.query_embed = nn.Embedding(cfg.MODEL.DETR.NUM_OBJECT_QUERIES, hidden_dim)
         self.position_embedding = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
+        # Stride of that map: its padding mask keeps ceil(h / stride) x ceil(w / stride) cells of each image.
+        self.feature_stride = int(self.backbone.output_shape()[self.in_feature][1])
 
     @property
     def device(self) -> torch.device:
@@ -65,11 +67,29 @@ def encoder_input_channels(cfg, backbone: nn.Module) -> int:
     return shapes[in_feature][0]
 
 
+def feature_padding_mask(padding_mask: torch.Tensor, feature_size: Tuple[int, int], stride: int) -> torch.Tensor:
+    """(B, h, w) bool, True = padding: the cells of a stride-``stride`` map that an image of unpadded size
+    (hi, wi) leaves valid are its first ceil(hi / stride) x ceil(wi / stride) — detectron2's
+    ``MaskedBackbone.mask_out_padding``, which the released code uses.  Cell i is valid iff pixel i·stride is, so
+    the mask is the pixel mask sampled every ``stride`` pixels (padding where the map extends past the image)."""
+    height, width = feature_size
+    mask = padding_mask[:, ::stride, ::stride][:, :height, :width]
+    if mask.shape[1:] != (height, width):
+        mask = F.pad(mask, (0, width - mask.shape[2], 0, height - mask.shape[1]), value=True)
+    return mask
+
+
 def flatten_feature_map(feature: torch.Tensor, padding_mask: torch.Tensor, input_proj: nn.Module,
-                        position_embedding: nn.Module) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        position_embedding: nn.Module, stride: Optional[int] = None
+                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """DETR's encoder input from one backbone map (B, C, h, w) and the image padding mask (B, H, W):
-    ``(src (B, h·w, d), pos (B, h·w, d), mask (B, h·w) bool, True = padding)``."""
-    mask = F.interpolate(padding_mask[None].float(), size=feature.shape[-2:])[0].to(torch.bool)
+    ``(src (B, h·w, d), pos (B, h·w, d), mask (B, h·w) bool, True = padding)``.  With the map's ``stride`` the mask
+    follows :func:`feature_padding_mask`; without it the pixel mask is resized (nearest) to the map, which is the
+    same when H and W are multiples of the stride."""
+    if stride is not None:
+        mask = feature_padding_mask(padding_mask, tuple(feature.shape[-2:]), int(stride))
+    else:
+        mask = F.interpolate(padding_mask[None].float(), size=feature.shape[-2:])[0].to(torch.bool)
     src = input_proj(feature).flatten(2).transpose(1, 2)
     pos = position_embedding(mask).to(src.dtype).flatten(2).transpose(1, 2)
     return src, pos, mask.flatten(1)

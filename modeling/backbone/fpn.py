@@ -22,6 +22,9 @@ FPN_STRIDES = OrderedDict(p3=8, p4=16, p5=32, p6=64, p7=128)
 class VoVNetFPN(nn.Module):
     """VoVNet trunk (``bottom_up``) + FPN (``fpn``): ``forward(x) -> {"p3": ..., ..., "p7": ...}``."""
 
+    # Inputs padded to a multiple of the coarsest FPN input stride, so the top-down sums line up (as detectron2).
+    size_divisibility = 32
+
     def __init__(self, bottom_up: VoVNet, out_channels: int = 256):
         super().__init__()
         missing = [stage for stage in FPN_INPUTS.values() if stage not in bottom_up.out_features]

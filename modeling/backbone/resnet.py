@@ -39,6 +39,9 @@ class ResNetBackbone(nn.Module):
         out_features: which of ``res2`` ... ``res5`` to return; the trunk stops after the last of them.
     """
 
+    # The ResNet/DETR path pads a batch to its largest image only, no rounding (as released; docs/MODEL.md, "Input").
+    size_divisibility = 1
+
     def __init__(self, depth: int = 101, norm: str = "FrozenBN", freeze_at: int = 2,
                  out_features: Sequence[str] = ("res5",)):
         super().__init__()
