@@ -201,7 +201,8 @@ class SceneGraphPredictor:
                 outputs = []
                 for item in items:  # the ONNX graph takes one image size per call
                     network_outputs = self.network(normalised_image(item, self.cfg))
-                    outputs += self.postprocessor(network_outputs, [(int(item["height"]), int(item["width"]))])
+                    outputs += self.postprocessor(network_outputs, [(int(item["height"]), int(item["width"]))],
+                                                  [tuple(int(v) for v in item["image"].shape[-2:])])
         return [{k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in out.items()} for out in outputs]
 
     def __call__(self, file_name: str) -> tuple:
@@ -211,10 +212,10 @@ class SceneGraphPredictor:
 
 
 def without_self_pairs(prediction: dict) -> dict:
-    """``prediction`` without the relation rows whose subject and object are the same box."""
-    pairs = prediction["rel_pairs"]
-    keep = pairs[:, 0] != pairs[:, 1]
-    return {**prediction, "rel_pairs": pairs[keep], "rel_scores": prediction["rel_scores"][keep]}
+    """``prediction`` without the relation rows (every ``rel_*`` entry) whose subject and object are the same
+    box."""
+    keep = prediction["rel_pairs"][:, 0] != prediction["rel_pairs"][:, 1]
+    return {key: value[keep] if key.startswith("rel_") else value for key, value in prediction.items()}
 
 
 def scene_graph_json(prediction: dict, class_names, predicate_names, top_k: int, score_threshold: float,

@@ -108,10 +108,12 @@ def test_self_pairs_only_on_request():
         "labels": torch.tensor([0, 1, 2]), "scores": torch.tensor([0.9, 0.8, 0.5]),
         "rel_pairs": torch.tensor([[0, 0], [0, 1], [2, 2], [1, 2]]),
         "rel_scores": torch.tensor([[0.9, 0.1], [0.2, 0.6], [0.5, 0.4], [0.3, 0.7]]),
+        "rel_ranking_scores": torch.tensor([0.729, 0.432, 0.125, 0.28]),
     }
     kept = predict.without_self_pairs(prediction)
     assert kept["rel_pairs"].tolist() == [[0, 1], [1, 2]]
     assert kept["rel_scores"].tolist() == prediction["rel_scores"][[1, 3]].tolist()
+    assert kept["rel_ranking_scores"].tolist() == prediction["rel_ranking_scores"][[1, 3]].tolist()
     assert kept["boxes"] is prediction["boxes"] and kept["scores"] is prediction["scores"]
     names = (["a", "b", "c"], ["on", "has"])
     everything = predict.scene_graph_json(prediction, *names, 10, 0.0, 1.0, "x.jpg")["triplets"]
