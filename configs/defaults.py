@@ -121,8 +121,17 @@ _C.MODEL.META_ARCHITECTURE = "IterativeSceneGraphModel"
 # Input normalisation in the channel order of INPUT.FORMAT, 0-255 scale.
 _C.MODEL.PIXEL_MEAN = [123.675, 116.280, 103.530]
 _C.MODEL.PIXEL_STD = [58.395, 57.120, 57.375]
-# Wrap the model in torch.compile.
+# Wrap the model in torch.compile (the scene-graph model compiles its network and loss, not the matcher between).
 _C.MODEL.COMPILE = False
+# torch.compile mode: "" (torch's default), "reduce-overhead" (CUDA graphs; wants MODEL.STATIC_SHAPES), "max-autotune".
+_C.MODEL.COMPILE_MODE = ""
+# torch.compile backend: "" (inductor), or e.g. "aot_eager" (no code generation: compiles fast, checks the graphs).
+_C.MODEL.COMPILE_BACKEND = ""
+# Static shapes for compiled steps without recompilation (and CUDA graphs): batches padded to a few fixed sizes (by
+# aspect group, from INPUT.MIN/MAX_SIZE_*) and relation targets to MAX_RELATIONS per image (more is an error).
+_C.MODEL.STATIC_SHAPES = CfgNode()
+_C.MODEL.STATIC_SHAPES.ENABLED = False
+_C.MODEL.STATIC_SHAPES.MAX_RELATIONS = 64
 # DistributedDataParallel's find_unused_parameters: needed when some parameters get no gradient in an iteration
 # (e.g. the FPN levels a DETR encoder on P5 does not read); off by default because it costs a graph walk per step.
 _C.MODEL.DDP_FIND_UNUSED_PARAMETERS = False
@@ -180,17 +189,32 @@ _C.MODEL.DETR.REWEIGHT_REL_EOS_COEF = 0.1
 # Losses on every decoder layer (deep supervision).
 _C.MODEL.DETR.DEEP_SUPERVISION = True
 
-# The lab's "CenterMask" encoder (SPEC section 6).
+# The lab's "CenterMask" encoder (docs/MODEL.md, CenterMask section) and the FCOS pre-training detector.
 _C.MODEL.CENTERMASK = CfgNode()
-# Weight of the FCOS detection losses in the joint objective.
+# How detections reach the decoders: "tokens" (RoI features appended to the DETR encoder memory as extra tokens)
+# or "paste" (the lab's published fusion: SAG-Mask maps added onto P5 at each box; set MODEL.DETR.ENC_LAYERS 0).
+_C.MODEL.CENTERMASK.FUSION = "tokens"
+# Weight of the FCOS detection losses in the joint objective (the lab's model discards them: 0).
 _C.MODEL.CENTERMASK.FCOS_LOSS_WEIGHT = 1.0
-# How many FCOS detections per image have their RoI features injected into the decoders' memory.
+# FCOS detections per image kept after NMS and fused, at test (centermask2's POST_NMS_TOPK_TEST).
 _C.MODEL.CENTERMASK.NUM_INJECTED_DETECTIONS = 50
+# The same in training (centermask2's POST_NMS_TOPK_TRAIN; the lab: 100); 0 = NUM_INJECTED_DETECTIONS.
+_C.MODEL.CENTERMASK.NUM_INJECTED_DETECTIONS_TRAIN = 0
 _C.MODEL.CENTERMASK.SCORE_THRESH = 0.05
+# False: candidates need sqrt(class x centerness) > SCORE_THRESH (torchvision); True: sigmoid(class) alone
+# (centermask2's THRESH_WITH_CTR False, the lab's).
+_C.MODEL.CENTERMASK.SCORE_THRESH_BEFORE_CENTERNESS = False
+# True: clip boxes to the image and drop empty ones before NMS (torchvision); False: NMS on the boxes as regressed
+# (centermask2, the lab's).
+_C.MODEL.CENTERMASK.CLIP_BEFORE_NMS = True
+# FCOS box loss: "torchvision" (pixel GIoU per positive) or "fcos" (centermask2: GIoU with (I+1)/(U+1) on
+# stride-normalised distances, weighted by the centerness target and divided by its sum).
+_C.MODEL.CENTERMASK.BOX_LOSS = "torchvision"
 # IoU of FCOS's class-aware NMS before the top NUM_INJECTED_DETECTIONS are kept.
 _C.MODEL.CENTERMASK.NMS_THRESH = 0.6
 # FCOS candidates kept per pyramid level and image (best scores above SCORE_THRESH) before NMS.
 _C.MODEL.CENTERMASK.PRE_NMS_TOPK = 1000
+# RoIAlign output size: 7 for "tokens"; the SAG-Mask head of "paste" uses 14 (the lab's POOLER_RESOLUTION).
 _C.MODEL.CENTERMASK.ROI_RESOLUTION = 7
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -238,9 +262,14 @@ _C.INPUT.MAX_SIZE_TEST = 1333
 _C.INPUT.RANDOM_FLIP = "horizontal"
 _C.INPUT.CROP = CfgNode()
 _C.INPUT.CROP.ENABLED = True
-# Absolute random crop, side lengths in [SIZE[0], SIZE[1]], applied with probability PROB before resizing.
+# "detr" (the released DETR mapper: flip, resize to RESIZE_BEFORE_CROP, crop h and w independently in SIZE, resize)
+# or "keep_orientation" (crop of the original image, longer side along the longer side); data/mapper.py.
+_C.INPUT.CROP.TYPE = "detr"
+# Absolute random crop, side lengths in [SIZE[0], SIZE[1]] (capped by the image), applied with probability PROB.
 _C.INPUT.CROP.SIZE = [384, 600]
 _C.INPUT.CROP.PROB = 0.5
+# "detr" only: shorter side resized to a random choice of these (no cap on the longer side) before the crop.
+_C.INPUT.CROP.RESIZE_BEFORE_CROP = (400, 500, 600)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Solver

@@ -1,12 +1,21 @@
 """Turns a dataset record (``VGSplit.get_record``) into the model's input dict: read, augment, resize.
 
-Training recipe (IterativeSG / DETR): with probability ``INPUT.CROP.PROB`` (when ``INPUT.CROP.ENABLED``) an
-absolute random crop with sides in ``INPUT.CROP.SIZE`` (its longer side along the image's longer side), then a
-resize of the shorter side to a random choice of ``INPUT.MIN_SIZE_TRAIN`` (longer side at most
-``INPUT.MAX_SIZE_TRAIN``), then a flip with probability 0.5 (``INPUT.RANDOM_FLIP``).  A box the crop leaves empty
-is dropped with its relations and the rest are re-indexed; a crop that would remove every box, or every relation
-of an image that has some, is skipped.  Test: the shorter side is resized to ``INPUT.MIN_SIZE_TEST`` (longer at
-most ``MAX_SIZE_TEST``) and every box is kept.
+Training augmentation (docs/PROTOCOL.md, "Data"), with ``INPUT.CROP.ENABLED``:
+
+* ``INPUT.CROP.TYPE "detr"`` (the released DETR mapper): a flip with probability 0.5 (``INPUT.RANDOM_FLIP``); then
+  with probability 1 - ``INPUT.CROP.PROB`` the plain resize (shorter side a random choice of
+  ``INPUT.MIN_SIZE_TRAIN``, longer side at most ``INPUT.MAX_SIZE_TRAIN``), else first a resize of the shorter side to
+  a random choice of ``INPUT.CROP.RESIZE_BEFORE_CROP`` (no cap), an absolute crop with height uniform in
+  [min(h, SIZE[0]), min(h, SIZE[1])] and, independently, width uniform in [min(w, SIZE[0]), min(w, SIZE[1])], then
+  the plain resize.  Boxes whose width or height is at most 1e-5 px afterwards are dropped with their relations
+  (the rest re-indexed); the crop is kept even if it leaves no box or no relation.
+* ``INPUT.CROP.TYPE "keep_orientation"`` (this project's earlier crop): with probability ``INPUT.CROP.PROB`` an
+  absolute crop of the original image with sides in ``INPUT.CROP.SIZE`` (its longer side along the image's longer
+  side), then the plain resize, then the flip.  A box the crop leaves empty is dropped with its relations; a crop
+  that would remove every box, or every relation of an image that has some, is skipped.
+
+Without the crop both are: the plain resize and the flip.  Test: the shorter side is resized to
+``INPUT.MIN_SIZE_TEST`` (longer at most ``MAX_SIZE_TEST``) and every box is kept.
 """
 from __future__ import annotations
 
@@ -19,7 +28,13 @@ from torchvision import tv_tensors
 
 from . import transforms as T
 
-__all__ = ["VGDatasetMapper", "read_image", "check_image_format"]
+__all__ = ["VGDatasetMapper", "read_image", "check_image_format", "CROP_TYPES"]
+
+# INPUT.CROP.TYPE: "detr" (the released DETR mapper) or "keep_orientation" (the crop of the original image that keeps
+# its orientation).
+CROP_TYPES = ("detr", "keep_orientation")
+# detectron2's filter_empty_instances: boxes at most this wide or high after augmentation are dropped.
+EMPTY_BOX_THRESHOLD = 1e-5
 
 logger = logging.getLogger(__name__)
 _IMAGES_KEY = "DATASETS.VISUAL_GENOME.IMAGES"
@@ -81,6 +96,14 @@ class VGDatasetMapper:
             self.max_size = int(cfg.INPUT.MAX_SIZE_TEST)
         self.crop_prob = float(cfg.INPUT.CROP.PROB) if is_train and cfg.INPUT.CROP.ENABLED else 0.0
         self.crop_size = tuple(int(s) for s in cfg.INPUT.CROP.SIZE)
+        self.crop_type = cfg.INPUT.CROP.TYPE
+        if self.crop_type not in CROP_TYPES:
+            raise ValueError(f"INPUT.CROP.TYPE must be one of {CROP_TYPES}, got {self.crop_type!r}")
+        self.resize_before_crop = [int(s) for s in cfg.INPUT.CROP.RESIZE_BEFORE_CROP]
+        if self.crop_prob > 0 and self.crop_type == "detr" and (
+                not self.resize_before_crop or min(self.resize_before_crop) <= 0):
+            raise ValueError(f"INPUT.CROP.RESIZE_BEFORE_CROP must list positive sizes, got "
+                             f"{list(cfg.INPUT.CROP.RESIZE_BEFORE_CROP)}")
         if self.crop_prob > 0 and (len(self.crop_size) != 2 or not 0 < self.crop_size[0] <= self.crop_size[1]):
             raise ValueError(f"INPUT.CROP.SIZE must be [min, max] with 0 < min <= max, got {list(cfg.INPUT.CROP.SIZE)}")
         self.flip = cfg.INPUT.RANDOM_FLIP if is_train else "none"
@@ -105,6 +128,9 @@ class VGDatasetMapper:
             boxes = boxes * torch.tensor([w / record["width"], h / record["height"]] * 2)
 
         image, boxes = T.as_tv_tensors(image, boxes)
+        if self.crop_prob > 0 and self.crop_type == "detr":
+            image, boxes, labels, relations = self._detr_augmentation(image, boxes, labels, relations, rng)
+            return self._item(record, image, boxes, labels, relations)
         if self.crop_prob > 0 and rng.random() < self.crop_prob:
             window = T.sample_absolute_crop(rng, h, w, self.crop_size)
             cropped_image, cropped_boxes = T.crop(image, boxes, window)
@@ -119,6 +145,30 @@ class VGDatasetMapper:
         if self.flip != "none" and rng.random() < 0.5:
             image, boxes = T.flip(image, boxes, self.flip)
         boxes = T.clamp(boxes)  # rounding of the resize/flip arithmetic may step a hair outside the image
+        return self._item(record, image, boxes, labels, relations)
+
+    def _detr_augmentation(self, image, boxes, labels, relations, rng: np.random.Generator):
+        """The released DETR mapper: flip, then (with probability ``crop_prob``) resize / absolute-range crop,
+        then the multi-scale resize; boxes empty afterwards are dropped with their relations (never undone)."""
+        if self.flip != "none" and rng.random() < 0.5:
+            image, boxes = T.flip(image, boxes, self.flip)
+        if rng.random() < self.crop_prob:
+            short = self.resize_before_crop[int(rng.integers(len(self.resize_before_crop)))]
+            size = T.shortest_edge_size(image.shape[-2], image.shape[-1], short, max_size=2 ** 62)
+            image, boxes = T.resize(image, boxes, size)
+            window = T.sample_detr_crop(rng, image.shape[-2], image.shape[-1], self.crop_size)
+            image, boxes = T.crop(image, boxes, window)
+        short = self.min_sizes[int(rng.integers(len(self.min_sizes)))]
+        size = T.shortest_edge_size(image.shape[-2], image.shape[-1], short, self.max_size)
+        image, boxes = T.resize(image, boxes, size)
+        boxes = T.clamp(boxes)
+        keep = T.nonempty(boxes.as_subclass(torch.Tensor), EMPTY_BOX_THRESHOLD)
+        if not keep.all():
+            kept_boxes, labels, relations = _subset(boxes.as_subclass(torch.Tensor), labels, relations, keep)
+            boxes = tv_tensors.wrap(kept_boxes, like=boxes)
+        return image, boxes, labels, relations
+
+    def _item(self, record: dict, image, boxes, labels: torch.Tensor, relations: torch.Tensor) -> dict:
         return {
             "image": image.as_subclass(torch.Tensor),
             "height": int(record["height"]),

@@ -14,6 +14,7 @@ __all__ = [
     "as_tv_tensors",
     "shortest_edge_size",
     "sample_absolute_crop",
+    "sample_detr_crop",
     "crop",
     "resize",
     "flip",
@@ -58,6 +59,21 @@ def sample_absolute_crop(
     return top, left, crop_h, crop_w
 
 
+def sample_detr_crop(
+    rng: np.random.Generator, height: int, width: int, size_range: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """(top, left, crop_height, crop_width) as DETR's absolute-range crop (detectron2 ``RandomCrop``
+    "absolute_range", which the released code uses): height uniform in [min(h, lo), min(h, hi)] and, drawn
+    independently, width uniform in [min(w, lo), min(w, hi)] (integers, bounds included), at a uniform position.
+    The crop may change the image's orientation."""
+    lo, hi = int(size_range[0]), int(size_range[1])
+    crop_h = int(rng.integers(min(height, lo), min(height, hi) + 1))
+    crop_w = int(rng.integers(min(width, lo), min(width, hi) + 1))
+    top = int(rng.integers(0, height - crop_h + 1))
+    left = int(rng.integers(0, width - crop_w + 1))
+    return top, left, crop_h, crop_w
+
+
 def crop(image: tv_tensors.Image, boxes: tv_tensors.BoundingBoxes, window: tuple[int, int, int, int]):
     """Cut ``window`` (top, left, height, width) out of the image; boxes are shifted and clamped to it."""
     top, left, h, w = window
@@ -87,6 +103,6 @@ def clamp(boxes: tv_tensors.BoundingBoxes) -> tv_tensors.BoundingBoxes:
     return tv_tensors.wrap(out, like=boxes)
 
 
-def nonempty(boxes: torch.Tensor) -> torch.Tensor:
-    """Mask of boxes with positive width and height."""
-    return (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+def nonempty(boxes: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """Mask of boxes whose width and height exceed ``threshold`` (detectron2's ``Boxes.nonempty``)."""
+    return ((boxes[:, 2] - boxes[:, 0]) > threshold) & ((boxes[:, 3] - boxes[:, 1]) > threshold)

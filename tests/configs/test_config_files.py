@@ -30,3 +30,16 @@ def test_demo_config_is_the_cpu_centermask_recipe():
     cfg.merge_from_file(os.path.join(ROOT, "configs", "demo_synthetic.yaml"))
     assert (cfg.MODEL.DEVICE, cfg.MODEL.ENCODER.NAME, cfg.MODEL.DETR.NUM_CLASSES) == ("cpu", "CenterMask", 12)
     assert cfg.SOLVER.MAX_ITER == 3100 and cfg.TEST.EVAL_PERIOD == 0
+
+
+@pytest.mark.parametrize("name", ["iterative_model.yaml", "iterative_vovnet39_fpn.yaml", "iterative_vovnet57_fpn.yaml",
+                                  "iterative_vovnet99_fpn.yaml", "iterative_vovnet99_centermask.yaml"])
+def test_row_a_and_the_vovnet_configs_follow_the_released_recipe(name):
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "configs", name))
+    # The released yaml turns the non-overlap filter off (every training relation) and uses DETR's crop.
+    assert cfg.DATASETS.VISUAL_GENOME.FILTER_NON_OVERLAP is False
+    assert (cfg.INPUT.CROP.ENABLED, cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.PROB) == (True, "detr", 0.5)
+    assert tuple(cfg.INPUT.CROP.SIZE) == (384, 600) and tuple(cfg.INPUT.CROP.RESIZE_BEFORE_CROP) == (400, 500, 600)
+    assert cfg.SOLVER.AMP.PRECISION == "bfloat16"  # ours; "float16" is the released AMPTrainer (docs/DIFFERENCES.md)
+    assert get_cfg().DATASETS.VISUAL_GENOME.FILTER_NON_OVERLAP is True  # the code default stays on

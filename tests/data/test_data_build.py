@@ -23,6 +23,7 @@ def make_cfg(world, *extra):
     cfg = get_cfg()
     cfg.merge_from_list(list(world) + [
         "INPUT.MIN_SIZE_TRAIN", (64, 80), "INPUT.MAX_SIZE_TRAIN", 112, "INPUT.CROP.SIZE", [96, 160],
+        "INPUT.CROP.TYPE", "keep_orientation",  # the layout test counts on crops keeping orientation and relations
         "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 112,
         "SOLVER.IMS_PER_BATCH", 4, "DATALOADER.NUM_WORKERS", 0, "SEED", 11,
     ] + list(extra))

@@ -21,6 +21,7 @@ def mapper_cfg(**input_overrides):
         "INPUT.MIN_SIZE_TRAIN", (32, 48, 64), "INPUT.MAX_SIZE_TRAIN", 96,
         "INPUT.MIN_SIZE_TEST", 48, "INPUT.MAX_SIZE_TEST", 80,
         "INPUT.CROP.SIZE", [16, 48], "INPUT.CROP.PROB", 0.5,
+        "INPUT.CROP.TYPE", "keep_orientation",  # the released "detr" crop: tests/data/test_detr_augmentation.py
     ])
     for key, value in input_overrides.items():
         cfg.merge_from_list([f"INPUT.{key}", value])
