@@ -16,22 +16,20 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-import yaml
 
 from configs.defaults import CfgNode, get_cfg
 from utils import comm
 from utils.file_io import atomic_write_text
-from engine.launch import LaunchError
+from engine.launch import USER_ERRORS, user_error_message
 from utils.logger import setup_logger
 
 __all__ = ["default_argument_parser", "setup_cfg", "default_setup", "seed_all_rng", "run_command_line", "USER_ERRORS"]
 
 logger = logging.getLogger(__name__)
 
-# Errors the user fixes by changing the command, the config or the input files (the project raises them with a
-# message naming the file or config key). Any other exception is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
-               LaunchError, yaml.YAMLError)
+# USER_ERRORS (defined in engine.launch, which reports them from spawned processes too): errors the user fixes by
+# changing the command, the config or the input files (the project raises them with a message naming the file or
+# config key), or by freeing disk space; any other exception is a bug and keeps its traceback.
 
 
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -177,7 +175,6 @@ def run_command_line(function: Callable[..., Any], *args: Any) -> int:
     try:
         function(*args)
     except USER_ERRORS as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error  # KeyError quotes str()
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        print(f"error: {user_error_message(error)}", file=sys.stderr, flush=True)
         return 2
     return 0

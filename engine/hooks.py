@@ -11,6 +11,7 @@ import torch
 from utils import comm
 from engine.checkpoint import ModelCheckpointer, capture_rng_state
 from utils.events import EventWriter
+from utils.file_io import format_bytes, free_bytes
 from engine.train_loop import HookBase
 
 __all__ = ["IterationTimer", "LRScheduler", "PeriodicCheckpointer", "EvalHook", "BestCheckpointer", "PeriodicWriter",
@@ -58,12 +59,48 @@ class PeriodicCheckpointer(HookBase):
     """Saves ``model_<iter>.pth`` after every ``period``-th iteration and ``model_final.pth`` after the last.
 
     Besides the checkpointables it stores ``iteration`` and every process's RNG states (``rng_states``, indexed by
-    rank), so a resumed run continues exactly where this one was.
+    rank), so a resumed run continues exactly where this one was.  After each periodic save the periodic
+    checkpoints beyond the ``max_to_keep`` newest are deleted (``SOLVER.CHECKPOINT_MAX_TO_KEEP``; 0 keeps all;
+    ``model_final.pth`` and ``best_model_final.pth`` are never deleted).  Before training it warns when OUTPUT_DIR
+    has less free space than the checkpoints the run keeps (see :meth:`check_free_space`).
     """
 
-    def __init__(self, checkpointer: ModelCheckpointer, period: int) -> None:
+    def __init__(self, checkpointer: ModelCheckpointer, period: int, max_to_keep: int = 0) -> None:
+        if max_to_keep < 0:
+            raise ValueError(f"SOLVER.CHECKPOINT_MAX_TO_KEEP must be >= 0 (0 keeps every checkpoint), got {max_to_keep}")
         self.checkpointer = checkpointer
         self.period = period
+        self.max_to_keep = max_to_keep
+
+    def before_train(self) -> None:
+        self.check_free_space()
+
+    def check_free_space(self) -> Optional[str]:
+        """On the saving process: warn (and return the warning) when the free space of the checkpoint folder is
+        below the estimated checkpoint size x (periodic checkpoints kept + 2: model_final.pth and
+        best_model_final.pth, or the temporary file of the next save)."""
+        checkpointer = self.checkpointer
+        if not checkpointer.save_dir or not checkpointer.save_to_disk:
+            return None
+        free = free_bytes(checkpointer.save_dir)
+        if free is None:
+            return None
+        if self.max_to_keep > 0:
+            kept, kept_text = self.max_to_keep, f"SOLVER.CHECKPOINT_MAX_TO_KEEP {self.max_to_keep}"
+        else:
+            kept = self.trainer.max_iter // self.period if self.period > 0 else 0
+            kept_text = f"{kept} periodic checkpoints (SOLVER.CHECKPOINT_MAX_TO_KEEP 0 keeps all)"
+        size = checkpointer.estimate_checkpoint_bytes()
+        needed = size * (kept + 2)
+        if free >= needed:
+            return None
+        message = (f"Only {format_bytes(free)} free in OUTPUT_DIR {checkpointer.save_dir}, but this run's checkpoints "
+                   f"need about {format_bytes(needed)}: {format_bytes(size)} each x ({kept_text} + 2 for "
+                   "model_final.pth/best_model_final.pth and the file being written). A save that finds the disk "
+                   "full stops the run (the previous checkpoint stays usable); free space or lower "
+                   "SOLVER.CHECKPOINT_MAX_TO_KEEP")
+        logger.warning(message)
+        return message
 
     def after_step(self) -> None:
         iteration = self.trainer.iter
@@ -75,6 +112,7 @@ class PeriodicCheckpointer(HookBase):
         extra = {"iteration": iteration, "rng_states": rng_states}
         if periodic:
             self.checkpointer.save(f"model_{iteration:07d}", **extra)
+            self.checkpointer.prune(self.max_to_keep, iteration)
         if final:
             self.checkpointer.save("model_final", **extra)
 

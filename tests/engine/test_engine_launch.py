@@ -8,8 +8,8 @@ import torch
 import torch.multiprocessing as mp
 
 from utils import comm
-from engine.defaults import default_setup
-from engine.launch import find_free_port, launch
+from engine.defaults import default_setup, run_command_line
+from engine.launch import USER_ERRORS, RankError, _rank_error_message, find_free_port, launch
 from tests.engine_standins import StandInTrainer, tiny_cfg
 
 
@@ -39,18 +39,38 @@ def test_two_process_gloo_ddp_keeps_parameters_identical(tmp_path):
     assert (tmp_path / "config.yaml").exists()
 
 
-def _rank_one_fails() -> None:
+def _rank_one_fails(error_type=RuntimeError) -> None:
     if comm.get_rank() == 1:
-        raise ValueError("rank 1 failed on purpose")
+        raise error_type("rank 1 failed on purpose")
     comm.synchronize()  # rank 0 waits for a peer that is gone: it must not hang
 
 
 def test_a_failing_rank_stops_the_job_instead_of_hanging():
     start = time.monotonic()
-    # Whichever process is reported first (rank 1's own error, or rank 0 losing its peer), the job fails fast.
+    # A bug (not a user error) keeps torch's report with the traceback.  Whichever process is reported first
+    # (rank 1's own error, or rank 0 losing its peer), the job fails fast.
     with pytest.raises(mp.ProcessRaisedException, match="rank 1 failed on purpose|Connection reset|Connection closed"):
         launch(_rank_one_fails, 2, dist_url="auto", device="cpu", timeout=timedelta(seconds=30))
     assert time.monotonic() - start < 30
+
+
+def test_a_user_error_in_one_rank_is_one_line_naming_the_rank(capsys):
+    """A ValueError in rank 1 (rank 0 meanwhile loses its peer with a gloo error): the job's error is rank 1's
+    message after "rank 1 of 2:", printed by run_command_line as one line, exit status 2, no traceback."""
+    status = run_command_line(launch, _rank_one_fails, 2, 1, 0, "auto", (ValueError,), "cpu", timedelta(seconds=30))
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert [line for line in err.splitlines() if line.startswith("error: ")] == [
+        "error: rank 1 of 2: rank 1 failed on purpose"], err
+    assert "Traceback" not in err and "Terminating process" not in err
+
+
+def test_ranks_with_the_same_user_error_are_reported_once():
+    reports = [{"rank": 0, "message": "VG_train is empty"}, {"rank": 1, "message": "VG_train is empty"},
+               {"rank": 3, "message": "other"}]
+    assert _rank_error_message(reports, 4) == "ranks 0, 1 of 4: VG_train is empty"
+    assert _rank_error_message(reports[2:], 4) == "rank 3 of 4: other"
+    assert issubclass(RankError, USER_ERRORS)
 
 
 def test_torchrun_environment_runs_in_this_process(monkeypatch):
