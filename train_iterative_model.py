@@ -24,7 +24,8 @@ import torch
 
 from data.build import images_per_process
 from data.visual_genome import get_predicate_counts
-from engine.checkpoint import ModelCheckpointer
+from data.catalog import get_split
+from engine.checkpoint import ModelCheckpointer, has_resumable_checkpoint, probe_checkpoint
 from engine.defaults import default_argument_parser, default_setup, run_command_line, setup_cfg
 from engine.launch import launch
 from engine.trainer import Trainer
@@ -83,11 +84,26 @@ def evaluate(cfg, resume: bool) -> Dict[str, Any]:
     return SceneGraphTrainer.test(cfg, model, cfg.DATASETS.TEST)
 
 
+def check_inputs(cfg, args: argparse.Namespace) -> None:
+    """What can fail without a GPU, checked once in this process before any other starts (so a mistake is one
+    ``error:`` line, not one per process): every split the run reads resolves and has images, and the weights it
+    starts from (``MODEL.WEIGHTS``, unless ``--resume`` finds a checkpoint) are a readable torch file."""
+    names = list(cfg.DATASETS.TEST) if args.eval_only else [*cfg.DATASETS.TRAIN, *cfg.DATASETS.VAL,
+                                                              *cfg.DATASETS.TEST]
+    for name in dict.fromkeys(names):
+        if len(get_split(cfg, name)) == 0:
+            raise ValueError(f"dataset {name!r} has no images (DATASETS.TRAIN/VAL/TEST)")
+    if cfg.MODEL.WEIGHTS and not (args.resume and has_resumable_checkpoint(cfg.OUTPUT_DIR)):
+        probe_checkpoint(cfg.MODEL.WEIGHTS)
+
+
 def run(argv=None) -> Any:
-    """Parse ``argv``, check the config in this process (errors surface once, before any process starts), launch."""
+    """Parse ``argv``, check the config and inputs in this process (errors surface once, before any process
+    starts), launch."""
     args = default_argument_parser().parse_args(argv)
     cfg = setup_cfg(args)
     images_per_process(cfg, args.num_gpus * args.num_machines)  # a batch that does not split is an error now
+    check_inputs(cfg, args)
     return launch(
         main,
         args.num_gpus,
