@@ -42,4 +42,5 @@ def test_row_a_and_the_vovnet_configs_follow_the_released_recipe(name):
     assert (cfg.INPUT.CROP.ENABLED, cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.PROB) == (True, "detr", 0.5)
     assert tuple(cfg.INPUT.CROP.SIZE) == (384, 600) and tuple(cfg.INPUT.CROP.RESIZE_BEFORE_CROP) == (400, 500, 600)
     assert cfg.SOLVER.AMP.PRECISION == "bfloat16"  # ours; "float16" is the released AMPTrainer (docs/DIFFERENCES.md)
+    assert (cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.WARMUP_FACTOR) == (10, 1.0)  # released: no warm-up in effect
     assert get_cfg().DATASETS.VISUAL_GENOME.FILTER_NON_OVERLAP is True  # the code default stays on
