@@ -10,8 +10,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from .centermask.fcos import FCOS
-from .centermask.fcos import FCOS_LEVELS, check_fcos_channels
+from .centermask.fcos import FCOS_LEVELS, build_fcos
 from .detector_base import ImageDetector
 from .meta_arch_base import clip_to_image, original_sizes
 
@@ -20,9 +19,11 @@ class FCOSDetector(ImageDetector):
     """Backbone (``MODEL.BACKBONE.NAME`` "VoVNetFPN", outputs ``p3``…``p7``) → FCOS with
     ``MODEL.DETR.NUM_CLASSES`` classes.
 
-    Training returns ``loss_fcos_{cls,loc,ctr}`` (focal, GIoU and centerness losses, unweighted).  Inference keeps
-    the FCOS detections above ``MODEL.CENTERMASK.SCORE_THRESH`` (``PRE_NMS_TOPK`` per level, class-aware NMS at
-    ``NMS_THRESH``), at most ``TEST.DETECTIONS_PER_IMAGE`` per image, rescaled to the original image.
+    Training returns ``loss_fcos_{cls,loc,ctr}`` (focal, GIoU and centerness losses, unweighted; the box loss is
+    ``MODEL.CENTERMASK.BOX_LOSS``).  Inference keeps the FCOS detections above ``MODEL.CENTERMASK.SCORE_THRESH``
+    (``SCORE_THRESH_BEFORE_CENTERNESS``, ``PRE_NMS_TOPK`` per level, class-aware NMS at ``NMS_THRESH`` on boxes
+    clipped first or not by ``CLIP_BEFORE_NMS``), at most ``TEST.DETECTIONS_PER_IMAGE`` per image, rescaled to the
+    original image and clipped to it.
     ``predicate_counts`` is accepted for ``build_model``'s signature and unused.
     """
 
@@ -37,13 +38,10 @@ class FCOSDetector(ImageDetector):
         if len(channels) != 1:
             raise ValueError(f"FCOSDetector: the pyramid levels must share one channel count "
                              f"(MODEL.FPN.OUT_CHANNELS), got {sorted(channels)}")
-        check_fcos_channels(next(iter(channels)))
-        centermask = cfg.MODEL.CENTERMASK
-        self.fcos = FCOS(
-            next(iter(channels)), self.num_classes, strides=[shapes[f"p{level}"][1] for level in FCOS_LEVELS],
-            score_thresh=centermask.SCORE_THRESH, nms_thresh=centermask.NMS_THRESH,
-            pre_nms_topk=centermask.PRE_NMS_TOPK, detections_per_image=self.detections_per_image,
-        )
+        strides = [shapes[f"p{level}"][1] for level in FCOS_LEVELS]
+        if strides != [2**level for level in FCOS_LEVELS]:
+            raise ValueError(f"FCOSDetector: the pyramid p3..p7 must have strides 8..128, got {strides}")
+        self.fcos = build_fcos(cfg, next(iter(channels)), self.detections_per_image)
 
     def forward(self, batch: List[dict]):
         targets = self.detection_targets(batch) if self.training else None

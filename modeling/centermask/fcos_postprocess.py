@@ -9,7 +9,8 @@ from torchvision.ops import batched_nms
 
 class Detections(NamedTuple):
     """K detections per image, best first; rows where ``padding_mask`` is True are padding (zero box, score 0,
-    label -1).  Boxes are xyxy in resized-image pixels, clipped to the image."""
+    label -1).  Boxes are xyxy in resized-image pixels, clipped to the image unless ``clip_before_nms`` was
+    False."""
 
     boxes: Tensor  # (B, K, 4) float32
     scores: Tensor  # (B, K) float32
@@ -28,38 +29,50 @@ def select_detections(
     nms_thresh: float,
     pre_nms_topk: int,
     detections_per_image: int,
+    threshold_before_centerness: bool = False,
+    clip_before_nms: bool = True,
 ) -> Detections:
     """FCOS's post-processing (as torchvision's ``FCOS.postprocess_detections``) for the whole batch at once.
 
-    Score = sqrt(sigmoid(class logit) * sigmoid(centerness logit)) per (location, class); the ``pre_nms_topk``
-    best per level and image are kept if above ``score_thresh``, decoded, clipped to the unpadded image, boxes
-    without area dropped, then one class-aware NMS over every image (the image index is part of the NMS group)
-    and the ``detections_per_image`` best survivors per image.  Runs without gradients: the boxes are detached.
+    Score = sqrt(sigmoid(class logit) * sigmoid(centerness logit)) per (location, class).  A (location, class) is a
+    candidate when its score is above ``score_thresh`` (torchvision's rule) or, with
+    ``threshold_before_centerness``, when sigmoid(class logit) alone is (centermask2/AdelaiDet with
+    ``THRESH_WITH_CTR False``, the lab's setting).  The ``pre_nms_topk`` best candidates per level and image (by
+    score) are decoded; with ``clip_before_nms`` (torchvision) they are clipped to the unpadded image and boxes
+    without area dropped, otherwise (centermask2) they stay as regressed, possibly reaching outside the image.
+    Then one class-aware NMS over every image (the image index is part of the NMS group) and the
+    ``detections_per_image`` best survivors per image.  Runs without gradients: the boxes are detached.
     """
     logits = head_outputs["cls_logits"].float()
-    scores = torch.sqrt(logits.sigmoid() * head_outputs["bbox_ctrness"].float().sigmoid())  # (B, A, C)
+    class_probs = logits.sigmoid()
+    products = class_probs * head_outputs["bbox_ctrness"].float().sigmoid()  # (B, A, C)
+    scores = torch.sqrt(products)
+    candidates = (class_probs if threshold_before_centerness else scores) > score_thresh
+    # Ranking by the score among candidates only; -1 marks a non-candidate (scores are >= 0).
+    ranked = torch.where(candidates, scores, torch.full_like(scores, -1.0))
     num_images, _, num_classes = scores.shape
     device = scores.device
 
     candidate_scores, candidate_anchors = [], []
     start = 0
     for count in num_anchors_per_level:
-        level_scores = scores[:, start : start + count].flatten(1)  # (B, count * C)
+        level_scores = ranked[:, start : start + count].flatten(1)  # (B, count * C)
         top_scores, top_idx = level_scores.topk(min(pre_nms_topk, level_scores.shape[1]), dim=1)
         candidate_scores.append(top_scores)
         candidate_anchors.append(top_idx + start * num_classes)
         start += count
-    candidate_scores = torch.cat(candidate_scores, dim=1)  # (B, N)
+    candidate_scores = torch.cat(candidate_scores, dim=1)  # (B, N), -1 where not a candidate
     flat_idx = torch.cat(candidate_anchors, dim=1)
     anchor_idx, labels = flat_idx // num_classes, flat_idx % num_classes
 
     distances = head_outputs["bbox_regression"].float().gather(1, anchor_idx[..., None].expand(-1, -1, 4))
     boxes = box_coder.decode(distances, anchors[anchor_idx])  # (B, N, 4)
-    sizes = torch.tensor(image_sizes, dtype=torch.float32, device=device)  # (B, 2) as (h, w)
-    upper = sizes.flip(1).repeat(1, 2)[:, None, :]  # (B, 1, 4) = (w, h, w, h)
-    boxes = torch.minimum(boxes.clamp(min=0), upper)
-
-    keep = (candidate_scores > score_thresh) & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+    keep = candidate_scores >= 0
+    if clip_before_nms:
+        sizes = torch.tensor(image_sizes, dtype=torch.float32, device=device)  # (B, 2) as (h, w)
+        upper = sizes.flip(1).repeat(1, 2)[:, None, :]  # (B, 1, 4) = (w, h, w, h)
+        boxes = torch.minimum(boxes.clamp(min=0), upper)
+        keep &= (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
     image_idx, candidate_idx = keep.nonzero(as_tuple=True)
     kept_boxes = boxes[image_idx, candidate_idx]
     kept_scores = candidate_scores[image_idx, candidate_idx]

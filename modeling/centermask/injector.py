@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from .box_embedding import BoxSineEmbedding
-from .fcos import FCOS, FCOS_LEVELS, check_fcos_channels
+from .fcos import FCOS_LEVELS, build_fcos, check_fcos_channels
 from .roi_features import assign_boxes_to_levels, image_areas_of_rois, multilevel_roi_align
 from .spatial_attention import SpatialAttention
 
@@ -13,7 +13,8 @@ ROI_LEVELS = (3, 4, 5)  # CenterMask pools RoIs from P3-P5 only (k_max = 5)
 
 
 class CenterMaskInjector(nn.Module):
-    """FCOS on P3-P7, then one token per top detection: spatially attended RoI features plus a box position.
+    """``MODEL.CENTERMASK.FUSION "tokens"``: FCOS on P3-P7, then one token per top detection: spatially attended
+    RoI features plus a box position.
 
     Per image the ``MODEL.CENTERMASK.NUM_INJECTED_DETECTIONS`` (K) best FCOS detections (score sqrt(class ×
     centerness) > ``SCORE_THRESH``, class-aware NMS at ``NMS_THRESH``) are RoIAligned (``ROI_RESOLUTION``²,
@@ -23,13 +24,15 @@ class CenterMaskInjector(nn.Module):
     the normalised box (:class:`BoxSineEmbedding`).  The meta-architecture appends these K tokens to the DETR
     encoder memory, so the subject, object and predicate decoders attend to the detector's objects.  The boxes are
     detached: gradients reach the features through RoIAlign, not the box coordinates.  FCOS is trained jointly
-    (its losses × ``FCOS_LOSS_WEIGHT``).
+    (its losses × ``FCOS_LOSS_WEIGHT``; at 0 the FCOS head is frozen and its losses are not computed).
 
     Parameters with 256 FPN channels, d = 256, 150 classes, 7×7 RoIs: FCOS head 5,082,016, spatial attention 18,
     token projection 3,212,032 (256·49·256 + 256 linear, 512 LayerNorm), box embedding 65,792 - 8,359,858 in all.
     The lab's CenterMask count also includes a SAG-Mask head (2,643,298) and a MaskIoU head (16,340,304); Visual
     Genome has no masks for them to learn from, so they are absent here.
     """
+
+    fusion = "tokens"
 
     def __init__(self, cfg):
         super().__init__()
@@ -40,15 +43,10 @@ class CenterMaskInjector(nn.Module):
         self.in_channels = in_channels
         self.roi_resolution = centermask.ROI_RESOLUTION
         self.fcos_loss_weight = centermask.FCOS_LOSS_WEIGHT
-        self.fcos = FCOS(
-            in_channels,
-            cfg.MODEL.DETR.NUM_CLASSES,
-            strides=[2**level for level in FCOS_LEVELS],
-            score_thresh=centermask.SCORE_THRESH,
-            nms_thresh=centermask.NMS_THRESH,
-            pre_nms_topk=centermask.PRE_NMS_TOPK,
-            detections_per_image=centermask.NUM_INJECTED_DETECTIONS,
-        )
+        self.fcos = build_fcos(cfg, in_channels, centermask.NUM_INJECTED_DETECTIONS,
+                               centermask.NUM_INJECTED_DETECTIONS_TRAIN)
+        if self.fcos_loss_weight == 0:  # FCOS stays as initialised (the lab's recipe): frozen, no losses computed
+            self.fcos.requires_grad_(False)
         self.spatial_attention = SpatialAttention()
         self.token_proj = nn.Sequential(
             nn.Flatten(1), nn.Linear(in_channels * self.roi_resolution**2, hidden_dim), nn.LayerNorm(hidden_dim)
@@ -69,9 +67,10 @@ class CenterMaskInjector(nn.Module):
         training mode with targets, else ``{}``.
         """
         self._check_inputs(features, image_sizes, targets)
-        with_losses = self.training and targets is not None
+        with_losses = self.training and targets is not None and self.fcos_loss_weight != 0
         pyramid = [features[f"p{level}"] for level in FCOS_LEVELS]
-        detections, losses = self.fcos(pyramid, image_sizes, targets if with_losses else None)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and with_losses):
+            detections, losses = self.fcos(pyramid, image_sizes, targets if with_losses else None)
 
         image_idx, slot = (~detections.padding_mask).nonzero(as_tuple=True)
         boxes = detections.boxes[image_idx, slot]
@@ -127,6 +126,9 @@ def _check_config(cfg) -> None:
     for key in ("NUM_INJECTED_DETECTIONS", "ROI_RESOLUTION", "PRE_NMS_TOPK"):
         if centermask[key] < 1:
             raise ValueError(f"MODEL.CENTERMASK.{key} must be >= 1, got {centermask[key]}")
+    if centermask.NUM_INJECTED_DETECTIONS_TRAIN < 0:
+        raise ValueError("MODEL.CENTERMASK.NUM_INJECTED_DETECTIONS_TRAIN must be >= 0 (0 = NUM_INJECTED_DETECTIONS), "
+                         f"got {centermask.NUM_INJECTED_DETECTIONS_TRAIN}")
     for key in ("SCORE_THRESH", "NMS_THRESH"):
         if not 0.0 <= centermask[key] <= 1.0:
             raise ValueError(f"MODEL.CENTERMASK.{key} must be in [0, 1], got {centermask[key]}")
