@@ -4,7 +4,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .centermask import CenterMaskInjector
+from .centermask import build_centermask_encoder
 from .iterative_transformer import IterativeTransformer
 from .matcher import HungarianTripletMatcher
 from .meta_arch_base import MetaArchitectureBase, flatten_feature_map, original_sizes
@@ -17,7 +17,8 @@ class IterativeSceneGraphModel(MetaArchitectureBase):
 
     Takes a list of batch items (``docs/ARCHITECTURE.md``).  In training mode returns the loss dict, in eval mode
     one ``sgg-predictions/v1`` image entry per item (without ``image_id``).  With ``MODEL.ENCODER.NAME``
-    ``CenterMask`` the CenterMask injector's tokens are appended to the encoder memory and its losses are added.
+    ``CenterMask`` the detector's objects join the memory (``MODEL.CENTERMASK.FUSION``: "tokens" appended to the
+    encoder memory, or "paste": SAG-Mask maps added onto the encoder's input map) and its losses are added.
     Parameter names mirror the released checkpoint without its ``detr.`` prefix.
     """
 
@@ -35,7 +36,9 @@ class IterativeSceneGraphModel(MetaArchitectureBase):
         )
         encoder_name = cfg.MODEL.ENCODER.NAME
         if encoder_name == "CenterMask":
-            self.centermask = CenterMaskInjector(cfg)
+            self.centermask = build_centermask_encoder(cfg)
+            if self.centermask.fusion == "paste":
+                self.input_proj = nn.Identity()  # the decoders read the pasted FPN map itself (as the lab's model)
         elif encoder_name == "DETR":
             self.centermask = None
         else:
@@ -64,10 +67,12 @@ class IterativeSceneGraphModel(MetaArchitectureBase):
         ``{subject,object,relation}_{logits,boxes}`` and the CenterMask injector's losses (``{}`` without
         ``detection_targets``)."""
         features = self.backbone(images)
-        src, pos, mask = flatten_feature_map(features[self.in_feature], padding_mask, self.input_proj,
-                                             self.position_embedding, stride=self.feature_stride)
-        extra_memory, extra_losses = None, {}
-        if self.centermask is not None:
+        feature_map, extra_memory, extra_losses = features[self.in_feature], None, {}
+        if self.centermask is not None and self.centermask.fusion == "paste":
+            feature_map, extra_losses = self.centermask(features, image_sizes, detection_targets)
+        src, pos, mask = flatten_feature_map(feature_map, padding_mask, self.input_proj, self.position_embedding,
+                                             stride=self.feature_stride)
+        if self.centermask is not None and self.centermask.fusion == "tokens":
             tokens, token_pos, token_mask, extra_losses = self.centermask(features, image_sizes, detection_targets)
             extra_memory = {"tokens": tokens, "pos": token_pos, "padding_mask": token_mask}
         outputs = self.transformer(src, pos, mask, self.query_embed.weight, self.object_query_embed.weight,

@@ -14,9 +14,17 @@
   a finished ``DETRDetector`` run is such a checkpoint (the hand-off of the released recipe);
 * ``fcos-detector``: a finished ``FCOSDetector`` run (``backbone.*``, ``fcos.head.*``) -> the "Ours" model's
   backbone, FPN and ``centermask.fcos.head.*``;
-* ``vovnet``: vovnet-detectron2/centermask2 weights (``backbone.bottom_up.*``, ``backbone.fpn_lateral{3,4,5}``,
-  ``backbone.fpn_output{3,4,5}``, ``backbone.top_block.p6/p7``, or the bare ImageNet names ``stem.*``/``stageN.*``).
-  Only the backbone is converted; their heads (FCOS, mask) are reported as unexpected;
+* ``vovnet``: vovnet-detectron2/centermask2 weights and the lab's CenterMask/FCOS checkpoints
+  (``backbone.bottom_up.*``, ``backbone.fpn_lateral{3,4,5}``, ``backbone.fpn_output{3,4,5}``,
+  ``backbone.top_block.p6/p7``, or the bare ImageNet names ``stem.*``/``stageN.*``; FCOS head
+  ``proposal_generator.fcos_head.*``; SAG-Mask head ``roi_heads.mask_head.*``).  The backbone and FPN always
+  convert; the FCOS head (towers, ``cls_logits``, ``bbox_pred``, ``ctrness``, per-level ``scales.N.scale``: 43
+  tensors) goes to ``centermask.fcos.head.*`` or an ``FCOSDetector``'s ``fcos.head.*``, ``cls_logits`` only when its
+  class count equals the model's (else it is listed in ``report.left_at_init`` and keeps its initialisation); the
+  SAG-Mask convolutions, spatial attention and deconvolution go to the paste fusion's ``centermask.mask_head.*``.
+  Whatever the model lacks (the mask predictor, the MaskIoU head, an FCOS head in a model without one) is reported
+  unexpected.  A lab's full scene-graph checkpoint (``detr.*`` as the released one, its VoVNet under
+  ``detr.backbone.0.backbone.``, FCOS and SAG-Mask also under ``detr.transformer.``) converts the same way;
 * ``torchvision-resnet``: torchvision ImageNet ResNet weights (``conv1.weight``, ``layer1.0.*``, ``fc.*`` dropped).
 
 Our names: the released IterativeSG names without ``detr.``; the backbone under ``backbone.`` with torchvision
@@ -98,8 +106,13 @@ def _strip(name: str, prefix: str) -> str:
 
 
 def rename_iterativesg(name: str) -> List[str]:
-    """Released IterativeSG key -> ours: drop ``detr.``, translate the detectron2 ResNet."""
+    """Released IterativeSG key -> ours: drop ``detr.``, translate the detectron2 ResNet.  The lab's CenterMask
+    variant also has a VoVNet-FPN under ``backbone.0.backbone.`` and FCOS/SAG-Mask heads (:func:`rename_vovnet`)."""
     name = _strip(name, "detr.")
+    if name.startswith("backbone.0.backbone.") and rename_detr_backbone(name) is None:
+        return rename_vovnet("backbone." + name[len("backbone.0.backbone."):])
+    if name.startswith(_LAB_FCOS_PREFIXES + _LAB_MASK_PREFIXES):
+        return rename_centermask_heads(name)
     return [rename_detr_backbone(name) or name]
 
 
@@ -142,8 +155,56 @@ _CENTERMASK_FPN = {
 _VOVNET_TRUNK = re.compile(r"(stem|stage[2-5])\.")
 
 
+# centermask2's FCOSHead (the lab's) -> torchvision's FCOSHead names inside ScaledFCOSHead.  Its towers are
+# Sequential(conv, GroupNorm, ReLU) x 4 like torchvision's, so the indices (0, 1, 3, 4, ...) carry over.
+_FCOS_HEAD = {
+    "cls_tower.": "classification_head.conv.",
+    "bbox_tower.": "regression_head.conv.",
+    "cls_logits.": "classification_head.cls_logits.",
+    "bbox_pred.": "regression_head.bbox_reg.",
+    "ctrness.": "regression_head.bbox_ctrness.",
+}
+_FCOS_SCALE = re.compile(r"scales\.(\d+)\.scale")
+# Where an FCOS head lives in our models: the scene-graph model's CenterMask encoder, or FCOSDetector.
+_FCOS_HEAD_TARGETS = ("centermask.fcos.head.", "fcos.head.")
+_SAG_MASK_HEAD = re.compile(r"(mask_fcn[1-4]\.(?:weight|bias)|deconv\.(?:weight|bias))")
+# Class-count-dependent tensors: a shape mismatch leaves them at initialisation (reported) instead of failing.
+CLASS_DEPENDENT_KEYS = re.compile(r".*fcos_head\.cls_logits\.(weight|bias)")
+# Prefixes under which the lab's scene-graph model stores its FCOS and SAG-Mask modules (the same modules are
+# registered several times, so each tensor appears under several of them).
+_LAB_FCOS_PREFIXES = ("proposal_generator.fcos_head.", "transformer.proposal_generator.fcos_head.",
+                      "transformer.centermask.fcos.fcos_head.")
+_LAB_MASK_PREFIXES = ("roi_heads.mask_head.", "transformer.roi_heads.mask_head.",
+                      "transformer.centermask.center_roi_heads.mask_head.")
+
+
+def rename_centermask_heads(name: str) -> List[str]:
+    """The lab's/centermask2's FCOS head and SAG-Mask head keys -> ours (no target for anything else).
+
+    Per-level scales ``scales.N.scale`` (one-element tensors) become element N of our (levels,) ``scales``
+    parameter, written ``...head.scales[N]``."""
+    for prefix in _LAB_FCOS_PREFIXES:
+        if name.startswith(prefix):
+            rest = name[len(prefix):]
+            scale = _FCOS_SCALE.fullmatch(rest)
+            if scale is not None:
+                return [f"{target}scales[{scale.group(1)}]" for target in _FCOS_HEAD_TARGETS]
+            for source, ours in _FCOS_HEAD.items():
+                if rest.startswith(source):
+                    return [target + ours + rest[len(source):] for target in _FCOS_HEAD_TARGETS]
+            return []
+    for prefix in _LAB_MASK_PREFIXES:
+        if name.startswith(prefix):
+            rest = name[len(prefix):]
+            if rest == "spatialAtt.conv.weight":
+                return ["centermask.mask_head.spatial_attention.conv.weight"]
+            return ["centermask.mask_head." + rest] if _SAG_MASK_HEAD.fullmatch(rest) else []
+    return []
+
+
 def rename_vovnet(name: str) -> List[str]:
-    """vovnet-detectron2/centermask2 key -> ours; keys outside the backbone get no target (reported unexpected)."""
+    """vovnet-detectron2/centermask2/lab key -> ours; keys with no place here get no target (reported
+    unexpected)."""
     if name.startswith("backbone.bottom_up."):
         return [name]
     if _VOVNET_TRUNK.match(name):  # the bare ImageNet backbone file
@@ -151,7 +212,7 @@ def rename_vovnet(name: str) -> List[str]:
     for prefix, target in _CENTERMASK_FPN.items():
         if name.startswith(prefix):
             return [target + name[len(prefix):]]
-    return []
+    return rename_centermask_heads(name)
 
 
 def rename_torchvision_resnet(name: str) -> List[str]:
@@ -195,9 +256,10 @@ SOURCE_FORMATS: List[SourceFormat] = [
         ("CenterMask RoI-token modules and the DETR encoder/decoders are not in an FCOS run and keep their "
          "initialisation",)),
     SourceFormat(
-        "vovnet", "vovnet-detectron2 / centermask2 weights (backbone and FPN converted, heads dropped)",
+        "vovnet", "vovnet-detectron2 / centermask2 / the lab's CenterMask weights (backbone, FPN, FCOS head and "
+        "SAG-Mask head converted; mask predictor and MaskIoU head dropped)",
         lambda keys: _any_startswith(keys, "backbone.fpn_lateral", "backbone.top_block.", "stem.stem_1/",
-                                     "stage2.OSA2_1."),
+                                     "stage2.OSA2_1.", "proposal_generator.fcos_head.", "roi_heads.mask_head."),
         rename_vovnet, (VOVNET_INPUT_NOTE,)),
     SourceFormat(
         "torchvision-resnet", "torchvision ImageNet ResNet weights",
@@ -216,7 +278,9 @@ class ConversionReport:
 
     ``converted`` maps each used checkpoint key to the model keys it was written to (several for a replicated
     DETR decoder); ``missing`` are model keys the checkpoint does not provide; ``unexpected`` are checkpoint keys
-    that have no place in the model (left out of the returned state dict).
+    that have no place in the model (left out of the returned state dict); ``left_at_init`` are class-count
+    dependent checkpoint tensors (an FCOS ``cls_logits``) whose class count differs from the model's: they are not
+    loaded (their model keys are in ``missing``).  A target ``name[i]`` is element i of the model tensor ``name``.
     """
 
     source_format: str
@@ -224,6 +288,7 @@ class ConversionReport:
     converted: Dict[str, List[str]] = field(default_factory=dict)
     missing: List[str] = field(default_factory=list)
     unexpected: List[str] = field(default_factory=list)
+    left_at_init: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
 
     @property
@@ -232,10 +297,13 @@ class ConversionReport:
 
     def __str__(self) -> str:
         lines = [f"source format: {self.source_format} ({self.description})",
-                 f"loaded {sum(len(t) for t in self.converted.values())} model tensors from "
+                 f"loaded {sum(len(t) for t in self.converted.values())} model tensors (or elements) from "
                  f"{len(self.converted)} checkpoint tensors ({self.num_renamed} renamed or replicated)",
                  f"missing in checkpoint ({len(self.missing)}): {_summarise(self.missing)}",
                  f"unexpected in checkpoint, dropped ({len(self.unexpected)}): {_summarise(self.unexpected)}"]
+        if self.left_at_init:
+            lines.append(f"class count differs, left at initialisation ({len(self.left_at_init)}): "
+                         + "; ".join(self.left_at_init))
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -275,6 +343,15 @@ def extract_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, torch.Tensor]
     return state_dict
 
 
+_ELEMENT_TARGET = re.compile(r"(.+)\[(\d+)\]")
+
+
+def _split_element(target: str) -> Tuple[str, Optional[int]]:
+    """``"name[i]"`` -> ``("name", i)``; a plain model key -> ``(key, None)``."""
+    match = _ELEMENT_TARGET.fullmatch(target)
+    return (target, None) if match is None else (match.group(1), int(match.group(2)))
+
+
 def detect_source_format(keys: Sequence[str], model_keys: Iterable[str]) -> SourceFormat:
     """The :class:`SourceFormat` of a checkpoint with ``keys``: ours if every key is a model key, else the first
     format of :data:`SOURCE_FORMATS` that matches, else ours."""
@@ -312,15 +389,30 @@ def convert_to_model_state_dict(state_dict: Mapping[str, Any], model: nn.Module,
     converted: Dict[str, torch.Tensor] = {}
     mismatched = []
     for key, tensor in source.items():
-        targets = [target for target in source_format.rename(key) if target in model_state]
+        targets = [target for target in source_format.rename(key) if _split_element(target)[0] in model_state]
         if not targets:
             if not key.endswith(NUM_BATCHES_TRACKED):
                 report.unexpected.append(key)
             continue
+        if CLASS_DEPENDENT_KEYS.fullmatch(key) and any(
+                tuple(tensor.shape) != tuple(model_state[target].shape) for target in targets):
+            report.left_at_init.append(f"{key} {tuple(tensor.shape)} vs model "
+                                       f"{tuple(model_state[targets[0]].shape)}")
+            continue
         for index, target in enumerate(targets):
-            if tuple(tensor.shape) != tuple(model_state[target].shape):
+            base, element = _split_element(target)
+            expected = model_state[base]
+            if element is not None:  # one element of a model tensor (FCOS per-level scales)
+                if tensor.numel() != 1 or element >= expected.numel():
+                    mismatched.append(f"{key} -> {target}: checkpoint {tuple(tensor.shape)} vs model "
+                                      f"{tuple(expected.shape)}")
+                    continue
+                merged = converted.setdefault(base, expected.detach().clone())
+                merged.view(-1)[element] = tensor.reshape(())
+                continue
+            if tuple(tensor.shape) != tuple(expected.shape):
                 mismatched.append(f"{key} -> {target}: checkpoint {tuple(tensor.shape)} vs model "
-                                  f"{tuple(model_state[target].shape)}")
+                                  f"{tuple(expected.shape)}")
             converted[target] = tensor if index == 0 else tensor.clone()  # replicas must not share storage
         report.converted[key] = targets
     if mismatched:

@@ -4,10 +4,12 @@
     python tools/convert_weights.py --input IN --output OUT [--config-file CFG] [KEY VALUE ...]
 
 The model of the config (default: ResNet-101 IterativeSG) is built on the CPU to learn its names and shapes; IN
-(the released IterativeSG/DETR-on-VG checkpoint, a single-decoder DETR checkpoint, vovnet-detectron2/centermask2 or
+(the released IterativeSG/DETR-on-VG checkpoint, a single-decoder DETR checkpoint, vovnet-detectron2/centermask2
+weights, the lab's CenterMask/FCOS checkpoints with ``proposal_generator.fcos_head.*`` and ``roi_heads.mask_head.*``,
 torchvision ImageNet weights, or one of ours) is renamed by ``modeling.weight_conversion`` and written atomically to
 OUT as ``{"model": state_dict, "conversion": {...}}``, loadable through ``MODEL.WEIGHTS``.  The conversion report
-(source format, missing and unexpected keys, input-format notes) is printed.
+(source format, missing and unexpected keys, an FCOS ``cls_logits`` left at initialisation because its class
+count differs from ``MODEL.DETR.NUM_CLASSES``, input-format notes) is printed.
 
 IN may also be the OUTPUT_DIR of a detector pre-training run (the checkpoint its ``last_checkpoint`` names): a
 ``DETRDetector`` run becomes an IterativeSG initialisation (decoder into the three decoders, class and box heads
@@ -79,7 +81,8 @@ def convert(args: argparse.Namespace) -> None:
     print(report)
     output = {"model": state_dict,
               "conversion": {"input": os.path.abspath(args.input), "source_format": report.source_format,
-                             "missing": report.missing, "unexpected": report.unexpected}}
+                             "missing": report.missing, "unexpected": report.unexpected,
+                             "left_at_init": report.left_at_init}}
     atomic_write(args.output, lambda f: torch.save(output, f))
     print(f"wrote {len(state_dict)} tensors to {args.output}")
 
