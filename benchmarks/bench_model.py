@@ -69,7 +69,7 @@ from modeling import build_model  # noqa: E402
 
 TINY_CONFIG = os.path.join(ROOT, "configs", "tiny_cpu.yaml")
 GPU_DEFAULT_CONFIG = os.path.join(ROOT, "configs", "iterative_model.yaml")
-VG_RECIPE_SIZE = (800, 1216)  # batch 3 per GPU at 800x1216: the SPEC §5 speed reference
+VG_RECIPE_SIZE = (800, 1216)  # batch 3 per GPU at 800x1216: the speed reference of benchmarks/RESULTS.md
 BOXES_PER_IMAGE, RELATIONS_PER_IMAGE = 10, 7
 PROFILE_ROWS = 15
 

@@ -2,9 +2,9 @@
 
 ``generate_synthetic_vg(out_dir, num_images, seed)`` renders flat-coloured shapes on a lightly textured grey
 background (images 256-320 px a side) and writes ``VG-SGG-with-attri.h5``, ``VG-SGG-dicts-with-attri.json``,
-``image_data.json`` and ``VG_100K/<image_id>.jpg`` exactly as SPEC section 1 describes, plus the generator's own
-``synthetic_record.json`` (expected split sizes under the default filters, so tests check the loader against an
-independent count).
+``image_data.json`` and ``VG_100K/<image_id>.jpg`` exactly as docs/PROTOCOL.md (section 1) describes, plus the
+generator's own ``synthetic_record.json`` (expected split sizes under the default filters, so tests check the
+loader against an independent count).
 
 Vocabulary: 12 object classes (3 colours x 4 shapes, e.g. "red circle") and 10 predicates.  Every image holds one to
 three *groups*, each a pair of objects in a fixed geometric arrangement whose predicate follows a deterministic rule:
@@ -349,7 +349,7 @@ def generate_synthetic_vg(
     The record holds, for ``VG_train``/``VG_val``/``VG_test`` under the default filters and
     ``number_of_validation_images`` (default ``num_images // 10``), the expected ``images``/``objects``/
     ``relations`` counts, the train predicate counts and the withheld zero-shot triplets (1-based subject, object,
-    predicate, the column order of SPEC's zeroshot file).
+    predicate, the column order of the released zero-shot triplet file).
     """
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")

@@ -1,4 +1,5 @@
-"""Synthetic VG world: file format of SPEC section 1, determinism, the promised features, and the two tools."""
+"""Synthetic VG world: file format of docs/PROTOCOL.md section 1, determinism, the promised features, and the two
+tools."""
 import json
 import os
 import sys

@@ -35,7 +35,8 @@ def _random_targets(num_relations, num_classes=5, num_predicates=4, seed=0):
 
 
 def _pair_cost(outputs, image, query, target, t):
-    """The SPEC §5 cost of one (query, relation) pair, written out term by term over layers and branches."""
+    """The matching cost (docs/MODEL.md, Matching) of one (query, relation) pair, written out term by term over
+    layers and branches."""
     cost = 0.0
     for layer in range(outputs["subject_logits"].shape[0]):
         for branch in BRANCHES:

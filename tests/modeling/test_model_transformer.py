@@ -152,7 +152,8 @@ def test_bad_configuration_errors_name_the_key():
 
 
 def test_released_checkpoint_names_shapes_and_sizes():
-    """Full-size transformer on the meta device: names/shapes of the released checkpoint, SPEC §5 sizes."""
+    """Full-size transformer on the meta device: names/shapes of the released checkpoint, the sizes of
+    docs/MODEL.md (Heads)."""
     cfg = get_cfg()
     with torch.device("meta"):
         model = IterativeSceneGraphModel(cfg, StandInBackbone("res5", 2048))

@@ -1,4 +1,4 @@
-"""tools/count_parameters.py reproduces the parameter counts of SPEC §5 for every released config."""
+"""tools/count_parameters.py reproduces the parameter counts of docs/MODEL.md for every released config."""
 import os
 import subprocess
 import sys
@@ -27,7 +27,7 @@ def test_released_configs_have_the_published_sizes(config, backbone, total, caps
     if backbone is not None:
         assert counts["backbone"] == backbone
     in_channels = 2048 if config == "iterative_model.yaml" else 256
-    # Everything but the backbone: input projection + the transformer parts of SPEC §5.
+    # Everything but the backbone: input projection + the transformer parts listed in docs/MODEL.md (Heads).
     assert counts["total"] - counts["backbone"] == (in_channels * 256 + 256) + 230_400 + 7_890_432 \
         + 28_417_536 + 13_609_216 + 184_526
     assert counts["other"] == 0
