@@ -23,8 +23,7 @@ from typing import Any, Dict
 import torch
 
 from data.build import images_per_process
-from data.visual_genome import get_predicate_counts
-from data.catalog import get_split
+from data.catalog import get_predicate_counts, get_split
 from engine.checkpoint import ModelCheckpointer, has_resumable_checkpoint, probe_checkpoint
 from engine.defaults import default_argument_parser, default_setup, run_command_line, setup_cfg
 from engine.launch import launch
@@ -41,7 +40,8 @@ DETECTOR_META_ARCHITECTURES = ("DETRDetector", "FCOSDetector")
 
 class SceneGraphTrainer(Trainer):
     """The generic trainer with this task's wiring: the model gets the training split's predicate counts (the
-    α/β predicate loss weights), and evaluation is scene-graph recall (or box AP for the detectors)."""
+    α/β predicate loss weights, from the dataset catalog's ``DATASETS.TRAIN[0]``), and evaluation is scene-graph
+    recall (or box AP for the detectors)."""
 
     @classmethod
     def build_model(cls, cfg, training: bool = True) -> torch.nn.Module:
@@ -94,7 +94,7 @@ def check_inputs(cfg, args: argparse.Namespace) -> None:
         if len(get_split(cfg, name)) == 0:
             raise ValueError(f"dataset {name!r} has no images (DATASETS.TRAIN/VAL/TEST)")
     if cfg.MODEL.WEIGHTS and not (args.resume and has_resumable_checkpoint(cfg.OUTPUT_DIR)):
-        probe_checkpoint(cfg.MODEL.WEIGHTS)
+        probe_checkpoint(cfg.MODEL.WEIGHTS, "MODEL.WEIGHTS")
 
 
 def run(argv=None) -> Any:

@@ -1,4 +1,4 @@
-"""Training and test DataLoaders over the Visual Genome splits.
+"""Training and test DataLoaders over registered splits (``data.catalog``: VG150, PSG, COCO-relations files).
 
 ``build_train_loader(cfg, start_iter=0)`` is infinite; the batch of iteration ``i`` on rank ``r`` (images, their
 order, augmentation and duplicate-relation sampling) depends on ``(cfg.SEED, i, r)`` only: the DataLoader's
@@ -16,7 +16,8 @@ from utils import comm
 
 from .mapper import VGDatasetMapper
 from .samplers import InferenceSampler, IterationSampler, TrainingBatchPlan
-from .visual_genome import SPLIT_NAMES, VGSplit, load_vg_split
+from .catalog import DatasetCatalog, get_split
+from .visual_genome import VGSplit
 
 __all__ = ["build_train_loader", "build_test_loader", "TrainBatches", "MappedSplit", "images_per_process"]
 
@@ -78,8 +79,8 @@ class MappedSplit(Dataset):
 
 def _train_split_name(cfg) -> str:
     names = tuple(cfg.DATASETS.TRAIN)
-    if len(names) != 1 or names[0] not in SPLIT_NAMES:
-        raise ValueError(f"DATASETS.TRAIN must name exactly one of {SPLIT_NAMES}, got {names}")
+    if len(names) != 1:
+        raise ValueError(f"DATASETS.TRAIN must name exactly one registered dataset (e.g. VG_train), got {names}")
     return names[0]
 
 
@@ -94,7 +95,7 @@ def build_train_loader(cfg, start_iter: int = 0) -> DataLoader:
     """Infinite loader of per-rank training batches (lists of ``IMS_PER_BATCH // world_size`` dicts)."""
     rank, world_size = (comm.get_rank(), comm.get_world_size())
     per_rank = images_per_process(cfg, world_size)
-    split = load_vg_split(cfg, _train_split_name(cfg))
+    split = DatasetCatalog.get(_train_split_name(cfg), cfg)
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
         group_ids = (split.widths < split.heights).astype(np.int64)  # 0 landscape/square, 1 portrait
     else:
@@ -115,7 +116,7 @@ def build_train_loader(cfg, start_iter: int = 0) -> DataLoader:
 def build_test_loader(cfg, name: str) -> DataLoader:
     """This rank's shard of split ``name`` (every image exactly once over all ranks), batches of one item."""
     rank, world_size = (comm.get_rank(), comm.get_world_size())
-    split = load_vg_split(cfg, name)
+    split = get_split(cfg, name)
     return DataLoader(
         MappedSplit(split, VGDatasetMapper(cfg, is_train=False)),
         sampler=InferenceSampler(len(split), rank, world_size),

@@ -31,7 +31,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .coco_relations import _identity, cached, load_coco_relations_split, read_coco_relations
+from .coco_relations import _CACHE, _identity, cached, load_coco_relations_split, read_coco_relations
 from .psg import PSG_SPLITS, load_psg_split, psg_vocabulary
 from .visual_genome import SPLIT_NAMES as VG_SPLITS
 from .visual_genome import _read_vocabulary, _require_file, load_vg_split
@@ -44,6 +44,7 @@ __all__ = [
     "coco_relations_entries",
     "get_split",
     "get_predicate_counts",
+    "zero_shot_file",
 ]
 
 BUILTIN_NAMES = tuple(VG_SPLITS) + tuple(PSG_SPLITS)
@@ -100,10 +101,13 @@ def _coco_registration(json_file: str, image_root: str, what: str) -> _Registrat
         return load_coco_relations_split(cfg, name, json_file, image_root, what)
 
     def metadata(cfg, name):
+        # The names need the JSON only (predicting on another machine needs no training images): the parse the
+        # loader memoised, else a parse checked without the image files.
         if not json_file or not os.path.isfile(json_file):
             raise FileNotFoundError(f"{what}: file not found: {json_file!r}")
-        parsed = cached(("coco", _identity(json_file), os.path.abspath(image_root)),
-                        lambda: read_coco_relations(json_file, image_root, what))
+        key = ("coco", _identity(json_file), os.path.abspath(image_root))
+        parsed = _CACHE[key] if key in _CACHE else cached(
+            ("coco", _identity(json_file), None), lambda: read_coco_relations(json_file, None, what))
         return Metadata(name, tuple(parsed.class_names), tuple(parsed.predicate_names), source=json_file)
 
     return _Registration(load, metadata, json_file)
@@ -226,3 +230,16 @@ def get_predicate_counts(cfg, name: Optional[str] = None) -> np.ndarray:
             raise ValueError("DATASETS.TRAIN is empty: the predicate counts come from the training split")
         name = cfg.DATASETS.TRAIN[0]
     return MetadataCatalog.get(name, cfg).predicate_counts(cfg)
+
+
+def zero_shot_file(cfg, name: str) -> str:
+    """The zero-shot triplet file of split ``name`` ("" = derive the set from ``DATASETS.TRAIN[0]``), without
+    reading any dataset file: ``DATASETS.VISUAL_GENOME.ZERO_SHOT_TRIPLETS`` for VG150 (and for splits the catalog
+    does not know, e.g. in-memory splits handed straight to the evaluator); "" for PSG and COCO-relations splits;
+    the registered metadata's for Python registrations that give one."""
+    if name in PSG_SPLITS or name in coco_relations_entries(cfg):
+        return ""
+    registration = _REGISTERED.get(name)
+    if registration is not None:
+        return registration.metadata(cfg, name).zero_shot_file if registration.metadata is not None else ""
+    return str(cfg.DATASETS.VISUAL_GENOME.ZERO_SHOT_TRIPLETS)

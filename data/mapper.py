@@ -37,7 +37,8 @@ CROP_TYPES = ("detr", "keep_orientation")
 EMPTY_BOX_THRESHOLD = 1e-5
 
 logger = logging.getLogger(__name__)
-_IMAGES_KEY = "DATASETS.VISUAL_GENOME.IMAGES"
+_IMAGES_KEY = ("the split's image folder: DATASETS.VISUAL_GENOME.IMAGES, DATASETS.PSG.IMAGES or the IMAGES of its "
+               "DATASETS.COCO_RELATIONS entry")
 
 
 def check_image_format(image_format: str) -> str:

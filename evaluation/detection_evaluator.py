@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from data.visual_genome import load_vg_split
+from data.catalog import get_split
 from utils.file_io import atomic_write_text
 
 from .detection_ap import coco_box_metrics
@@ -115,6 +115,6 @@ def format_detection_results(metrics: Dict[str, float], dataset_name: str = "") 
 
 
 def build_detection_evaluator(cfg, dataset_name: str, output_dir: Optional[str]) -> DetectionEvaluator:
-    """The box-AP evaluator of split ``dataset_name`` (``VG_val``, ``VG_test``) writing to ``output_dir``."""
-    return DetectionEvaluator(load_vg_split(cfg, dataset_name), output_dir=output_dir, dataset_name=dataset_name,
+    """The box-AP evaluator of split ``dataset_name`` (any registered name) writing to ``output_dir``."""
+    return DetectionEvaluator(get_split(cfg, dataset_name), output_dir=output_dir, dataset_name=dataset_name,
                               inference_amp=bool(cfg.SOLVER.AMP.ENABLED))

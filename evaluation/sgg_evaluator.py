@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from data.visual_genome import load_vg_split
+from data.catalog import get_split, zero_shot_file
 from utils import comm
 from utils.file_io import atomic_write_text
 
@@ -286,24 +286,25 @@ class SGGEvaluator:
 def build_zero_shot_source(
     cfg, dataset_name: str, num_classes: int, num_predicates: int
 ) -> Union[np.ndarray, Callable[[], np.ndarray]]:
-    """The zero-shot set of ``dataset_name``: ``DATASETS.VISUAL_GENOME.ZERO_SHOT_TRIPLETS`` read (and validated)
-    now when set, else a callable computing the split's triplets never seen in ``DATASETS.TRAIN[0]`` when first
-    needed (on rank 0 only)."""
-    path = cfg.DATASETS.VISUAL_GENOME.ZERO_SHOT_TRIPLETS
+    """The zero-shot set of ``dataset_name``: its metadata's file (VG150: ``DATASETS.VISUAL_GENOME.ZERO_SHOT_TRIPLETS``)
+    read (and validated) now when set, else a callable computing the split's triplets never seen in
+    ``DATASETS.TRAIN[0]`` when first needed (on rank 0 only)."""
+    path = zero_shot_file(cfg, dataset_name)
     if path:
         return load_zero_shot_triplets(path, num_classes, num_predicates)
     train_name = cfg.DATASETS.TRAIN[0]
 
     def unseen_in_training() -> np.ndarray:
         logger.info("Zero-shot set: triplets of %s never seen in %s", dataset_name, train_name)
-        return unseen_triplets(load_vg_split(cfg, train_name), load_vg_split(cfg, dataset_name))
+        return unseen_triplets(get_split(cfg, train_name), get_split(cfg, dataset_name))
 
     return unseen_in_training
 
 
 def build_sgg_evaluator(cfg, dataset_name: str, output_dir: Optional[str]) -> SGGEvaluator:
-    """The evaluator of split ``dataset_name`` (``VG_val``, ``VG_test``, ...) writing to ``output_dir``."""
-    split = load_vg_split(cfg, dataset_name)
+    """The evaluator of split ``dataset_name`` (any registered name: ``VG_test``, ``PSG_test``, a
+    ``DATASETS.COCO_RELATIONS`` entry, ...) writing to ``output_dir``."""
+    split = get_split(cfg, dataset_name)
     zero_shot = build_zero_shot_source(cfg, dataset_name, len(split.idx_to_label), len(split.idx_to_predicate))
     return SGGEvaluator(
         split,

@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs.defaults import get_cfg  # noqa: E402
-from data.visual_genome import load_vg_split  # noqa: E402
+from data.catalog import get_split  # noqa: E402
 from engine.defaults import run_command_line  # noqa: E402
 from evaluation.predictions_file import load_predictions, order_by_split  # noqa: E402
 from evaluation.protocol_study import convention_table, evaluate_conventions  # noqa: E402
@@ -29,7 +29,7 @@ from evaluation.sgg_evaluator import SGGEvaluator, build_zero_shot_source  # noq
 def evaluate_predictions_file(cfg, path: str, output_dir: str = None) -> dict:
     """Validate ``path`` against split ``cfg.DATASETS.TEST[0]``, evaluate it, print the block; returns the metrics."""
     dataset_name = cfg.DATASETS.TEST[0]
-    split = load_vg_split(cfg, dataset_name)
+    split = get_split(cfg, dataset_name)
     num_classes, num_predicates = len(split.idx_to_label), len(split.idx_to_predicate)
     images = load_predictions(path, num_predicates=num_predicates, num_classes=num_classes)
     images = order_by_split(images, split.image_ids, path)
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         cfg.merge_from_list(args.opts)
         cfg.freeze()
         if args.conventions:
-            print(convention_table(evaluate_conventions(cfg, args.predictions, load_split=load_vg_split)))
+            print(convention_table(evaluate_conventions(cfg, args.predictions, load_split=get_split)))
         else:
             evaluate_predictions_file(cfg, args.predictions, args.output_dir)
 

@@ -13,6 +13,7 @@ from data.catalog import (
     get_predicate_counts,
     get_split,
     register_coco_relations,
+    zero_shot_file,
 )
 from data.coco_relations import clear_cache
 from data.synthetic import OBJECT_CLASSES, PREDICATES, config_overrides, generate_synthetic_vg
@@ -121,3 +122,27 @@ def test_evaluation_split_must_share_the_training_vocabulary(tmp_path):
         get_split(cfg, "te")
     assert np.array_equal(DatasetCatalog.get("te", cfg).image_ids, [10, 20, 30])  # the catalog itself loads it
     clear_cache()
+
+
+def test_names_need_no_image_files_and_zero_shot_files(world, tmp_path):
+    clear_cache()
+    path, images = write_dataset(str(tmp_path))
+    entries = [{"NAME": "tr", "JSON": path, "IMAGES": str(tmp_path / "elsewhere")}]  # e.g. predicting elsewhere
+    cfg = vg_cfg(world, "DATASETS.COCO_RELATIONS", str(entries), "DATASETS.TRAIN", "('tr',)",
+                 "DATASETS.VISUAL_GENOME.ZERO_SHOT_TRIPLETS", "vg_zs.npy")
+    assert MetadataCatalog.get("tr", cfg).class_names == ("table", "cup", "person")
+    with pytest.raises(FileNotFoundError, match=r"COCO_RELATIONS\[0\]\.IMAGES: image folder not found"):
+        DatasetCatalog.get("tr", cfg)  # loading the split for training or evaluation does need them
+    assert zero_shot_file(cfg, "VG_test") == "vg_zs.npy"
+    assert zero_shot_file(cfg, "tr") == "" and zero_shot_file(cfg, "PSG_test") == ""
+    clear_cache()
+
+
+def test_the_vg150_evaluators_get_the_same_ground_truth(world):
+    from evaluation import build_sgg_evaluator
+    from evaluation.detection_evaluator import build_detection_evaluator
+
+    cfg = vg_cfg(world)
+    for name in ("VG_val", "VG_test"):
+        assert build_sgg_evaluator(cfg, name, None).split is visual_genome.load_vg_split(cfg, name)
+        assert build_detection_evaluator(cfg, name, None).split is visual_genome.load_vg_split(cfg, name)

@@ -29,7 +29,7 @@ PSG = {
          "annotations": [{"bbox": [0, 0, 8, 8], "category_id": 1}], "relations": []},
         {"image_id": "4", "file_name": "val2017/000000000004.jpg", "width": 30, "height": 30,
          "annotations": [{"bbox": [0, 0, 5, 5], "category_id": 0}, {"bbox": [10, 10, 20, 20], "category_id": 1}],
-         "relations": [[0, 1, 1]]},
+         "relations": [[0, 1, 0]]},
     ],
 }
 
@@ -70,7 +70,7 @@ def test_psg_splits_follow_openpsg(tmp_path):
 
     assert test.image_ids.tolist() == [2, 4]
     assert test.get_record(0)["relations"].tolist() == [[0, 1, 0], [0, 1, 1]]  # exact duplicate removed
-    assert test.get_record(1)["relations"].tolist() == [[0, 1, 1]]  # disjoint boxes kept (no non-overlap filter)
+    assert test.get_record(1)["relations"].tolist() == [[0, 1, 0]]  # disjoint boxes kept (no non-overlap filter)
     assert test.get_record(0, np.random.default_rng(0))["relations"].shape == (2, 3)  # test never samples
 
     meta = MetadataCatalog.get("PSG_test", cfg)
@@ -91,3 +91,28 @@ def test_psg_errors_name_the_file_and_image(tmp_path):
     cfg = get_cfg()
     with pytest.raises(FileNotFoundError, match=r"DATASETS\.PSG\.JSON is not set"):
         DatasetCatalog.get("PSG_test", cfg)
+
+
+def test_psg_test_is_evaluated_by_the_scene_graph_evaluator(tmp_path, capsys):
+    from evaluation import build_sgg_evaluator
+
+    cfg = make_cfg(tmp_path)
+    evaluator = build_sgg_evaluator(cfg, "PSG_test", None)
+    evaluator.reset()
+    split = DatasetCatalog.get("PSG_test", cfg)
+    for i in range(len(split)):
+        record = split.get_record(i)
+        pairs = np.unique(record["relations"][:, :2], axis=0)
+        rel_scores = np.zeros((len(pairs), 2), dtype=np.float32)
+        for s, o, p in record["relations"]:
+            rel_scores[(pairs == [s, o]).all(axis=1), p] = 0.9
+        output = {"image_id": record["image_id"], "boxes": record["boxes"], "labels": record["labels"],
+                  "scores": np.ones(len(record["labels"]), np.float32), "rel_pairs": pairs, "rel_scores": rel_scores}
+        evaluator.process([{"image_id": record["image_id"]}], [output])
+    metrics = evaluator.evaluate()
+    # Image 2 has one pair with two predicates: one prediction per pair finds 1 of its 2 rows (image recall 1/2),
+    # image 4 its only row; without the graph constraint both rows of image 2 are found.
+    assert metrics["R@20"] == 0.75 and metrics["ng-R@20"] == 1.0 and metrics["num_gt_relations"] == 3
+    # Zero-shot: test triplets never seen in PSG_train (dog on / looking at grass are seen there): person on dog.
+    assert metrics["num_zero_shot_relations"] == 1 and metrics["zR@20"] == 1.0
+    assert "R @ 20" in capsys.readouterr().out

@@ -283,7 +283,7 @@ def test_ranked_predictions_file_is_v2_and_reevaluates_bit_for_bit(tmp_path, mon
     config = tmp_path / "config.yaml"
     config.write_text(f"DATASETS:\n  TEST: [synthetic_test]\n  VISUAL_GENOME:\n"
                       f"    ZERO_SHOT_TRIPLETS: '{zero_shot_path}'\n")
-    monkeypatch.setattr(evaluate_tool, "load_vg_split", lambda cfg, name: split)
+    monkeypatch.setattr(evaluate_tool, "get_split", lambda cfg, name: split)
     for protocol in ("standard", "iterativesg"):
         live_dir = tmp_path / protocol
         live = evaluate(split, outputs, protocol, np.array([[0, 1, 2]]), output_dir=live_dir)
