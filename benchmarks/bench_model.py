@@ -11,16 +11,20 @@ For every config, on the same device and in one process, after ``--warmup`` unti
 * ``bb_fb``: the model's own backbone, forward + backward on the training batch (loss = sum of the means of the
   output maps the model uses: ``MODEL.ENCODER.IN_FEATURE``, or every level with the CenterMask encoder);
 * ``step``: one full training step as the trainer runs it (``engine.train_loop.SimpleTrainer.run_step``: host-to-
-  device copy, forward, targets, Hungarian matcher, losses, the loss reduction (a host sync), backward, gradient
-  clipping and its recorded norm (a host sync), AdamW step), and ``img/s`` = batch / step;
+  device copy, forward, targets, Hungarian matcher (the step's one host sync), losses, backward, gradient clipping,
+  AdamW step; the losses and gradient norm are read back every ``SOLVER.LOG_PERIOD`` steps, as in the trainer),
+  and ``img/s`` = batch / step; ``1st s``: the first step (compiling, with ``--compile``); ``ops``: ATen operators
+  dispatched per step (views excluded; a compiled graph dispatches only its extern kernels); ``syncs``: the host-
+  device synchronisations a GPU would make per step (:func:`count_step_syncs`);
 * ``bb_f``: the backbone's inference forward at batch 1 on the inference image;
 * ``infer``: end-to-end inference of one image as ``tools/predict.py`` does it: resize of the uint8 original on the
   host (``data.transforms``), normalisation and padding, the model, post-processing, results copied to the host;
   ``prep`` is the host resize alone (part of ``infer``).
 
 Precision is the trainer's: bf16 autocast on CUDA with ``--amp`` (default: ``SOLVER.AMP.ENABLED``), fp32 otherwise
-(autocast is never used on the CPU, as in the trainer).  ``--compile`` sets ``MODEL.COMPILE``: the model is wrapped
-in ``torch.compile`` as the trainer does, and the backbone baselines are compiled too.  Peak memory (one extra
+(autocast is never used on the CPU, as in the trainer).  ``--compile`` sets ``MODEL.COMPILE``: the model compiles its
+parts around the matcher as in the trainer (``MODEL.COMPILE_MODE`` / ``MODEL.COMPILE_BACKEND`` overrides pick
+e.g. ``reduce-overhead``), and the backbone baselines are compiled too.  Peak memory (one extra
 untimed iteration of each phase): ``torch.cuda.max_memory_allocated`` on a GPU (weights and optimizer state
 included); on the CPU the rise of the process's resident set size over the iteration.
 
@@ -64,6 +68,7 @@ from configs.defaults import get_cfg  # noqa: E402
 from data import transforms as T  # noqa: E402
 from utils.file_io import atomic_write_text  # noqa: E402
 from engine.solver import build_optimizer, clip_gradients  # noqa: E402
+from engine.trainer import compile_options  # noqa: E402
 from engine.train_loop import SimpleTrainer  # noqa: E402
 from modeling import build_model  # noqa: E402
 
@@ -92,6 +97,10 @@ class Result:
     preprocess_ms: float
     train_peak_mib: float
     inference_peak_mib: float
+    first_step_s: float = 0.0  # the first training step (with --compile: compiling the training graphs)
+    first_inference_s: float = 0.0  # the first inference (with --compile: compiling the inference graph)
+    aten_ops_per_step: float = 0.0  # ATen operators dispatched by one training step (views excluded)
+    syncs_per_step: float = 0.0  # host-device synchronisations a GPU would make in one training step
 
     @property
     def train_ratio(self) -> float:
@@ -255,11 +264,18 @@ class BenchmarkedModel:
         self.amp_dtype = amp_dtype
         self.model = build_model(cfg)
         self.optimizer = build_optimizer(cfg, self.model)
-        self.train_model = torch.compile(self.model) if cfg.MODEL.COMPILE else self.model
-        self.backbone = torch.compile(self.model.backbone) if cfg.MODEL.COMPILE else self.model.backbone
+        self.train_model = self.model
+        self.backbone = self.model.backbone
+        if cfg.MODEL.COMPILE:  # as the trainer: the model compiles its parts around the matcher
+            options = compile_options(cfg)
+            self.backbone = torch.compile(self.model.backbone, **options)  # the baseline, compiled on its own
+            self.model.compile_parts(**options)
         self.used_features = _used_features(self.model)
+        # Metrics are read back every SOLVER.LOG_PERIOD steps, as in the trainer (not a per-step sync).
         self.trainer = SimpleTrainer(self.train_model, None, self.optimizer,
-                                     clip_gradients=functools.partial(clip_gradients, cfg), amp_dtype=amp_dtype)
+                                     clip_gradients=functools.partial(clip_gradients, cfg), amp_dtype=amp_dtype,
+                                     metrics_period=cfg.SOLVER.LOG_PERIOD)
+        self.trainer.max_iter = 1 << 62  # run_step flushes after the last iteration: there is none here
 
     def set_training_batch(self, batch: List[dict]) -> None:
         self.trainer.data_loader = itertools.repeat(batch)
@@ -317,8 +333,13 @@ def benchmark_config(cfg, config_name: str, amp_dtype: Optional[torch.dtype], ba
     height, width = size
     bench.set_training_batch(synthetic_training_batch(cfg, batch_size, height, width))
     backbone_fwd_bwd = measured("backbone fwd+bwd", median_ms(bench.backbone_forward_backward, device, warmup, iters))
-    train_step = measured("training step", median_ms(bench.train_step, device, warmup, iters))
+    first_step = measured("first training step (compiling with --compile)",
+                          median_ms(bench.train_step, device, 0, 1) / 1000.0, "s")
+    train_step = measured("training step", median_ms(bench.train_step, device, max(warmup - 1, 0), iters))
     train_peak = measured("training peak memory", peak_memory_mib(bench.train_step, device), "MiB")
+    counted = profile_steps(bench, warmup=0, steps=1)
+    aten_ops = measured("ATen operators per step", sum(count_dispatched_operators(counted.events()).values()), "")
+    syncs = measured("host-device syncs per step", sum(count_step_syncs(counted.events(), 1).values()), "")
     if profile:
         profile_training_step(bench, warmup=1, steps=max(1, min(iters, 3)))
 
@@ -326,7 +347,9 @@ def benchmark_config(cfg, config_name: str, amp_dtype: Optional[torch.dtype], ba
     bench.set_inference_image(synthetic_original_image(height, width))
     preprocess = measured("host resize", median_ms(bench.preprocess, torch.device("cpu"), warmup, iters))
     backbone_fwd = measured("backbone forward", median_ms(bench.backbone_forward, device, warmup, iters))
-    inference = measured("inference", median_ms(bench.inference, device, warmup, iters))
+    first_inference = measured("first inference (compiling with --compile)",
+                               median_ms(bench.inference, device, 0, 1) / 1000.0, "s")
+    inference = measured("inference", median_ms(bench.inference, device, max(warmup - 1, 0), iters))
     inference_peak = measured("inference peak memory", peak_memory_mib(bench.inference, device), "MiB")
     return Result(
         config=config_name, device=str(device), precision="bf16" if amp_dtype is not None else "fp32",
@@ -334,6 +357,8 @@ def benchmark_config(cfg, config_name: str, amp_dtype: Optional[torch.dtype], ba
         backbone_fwd_bwd_ms=backbone_fwd_bwd, train_step_ms=train_step,
         images_per_s=1000.0 * batch_size / train_step, backbone_fwd_ms=backbone_fwd, inference_ms=inference,
         preprocess_ms=preprocess, train_peak_mib=train_peak, inference_peak_mib=inference_peak,
+        first_step_s=first_step, first_inference_s=first_inference, aten_ops_per_step=aten_ops,
+        syncs_per_step=syncs,
     )
 
 
@@ -400,20 +425,24 @@ def _labelled(obj, attribute: str, label: str):
             delattr(obj, attribute)
 
 
-def profile_training_step(bench: BenchmarkedModel, warmup: int, steps: int) -> None:
-    """Print a top-15 self-time operator table of ``steps`` training steps and the host time of their parts."""
+def profile_steps(bench: BenchmarkedModel, warmup: int, steps: int) -> torch.profiler.profile:
+    """The torch profile of ``steps`` training steps (after ``warmup`` unprofiled ones), the parts of the step
+    labelled ``bench::<part>`` (the parts inside a compiled region are not labelled: they are one graph)."""
     import modeling.iterative_model as iterative_model
 
     model, trainer = bench.model, bench.trainer
-    labels = [(trainer, "run_step", "step"), (model, "forward", "forward"), (model.backbone, "forward", "backbone"),
-              (model.transformer, "forward", "transformer"), (iterative_model, "relation_targets", "targets"),
-              (model.criterion.matcher, "forward", "matcher"), (model.criterion, "forward", "criterion"),
-              (trainer, "_check_finite_and_record", "loss_reduction"), (trainer, "clip_gradients", "clip")]
-    if model.centermask is not None:
-        labels.append((model.centermask, "forward", "centermask"))
+    matcher = model.criterion.matcher
+    labels = [(trainer, "run_step", "step"), (model, "forward", "forward"),
+              (iterative_model, "relation_targets", "targets"), (matcher, "forward", "matcher"),
+              (matcher, "to_host", "matcher_copy"), (matcher, "assign", "matcher_assign"),
+              (model.criterion, "forward", "criterion"), (trainer, "_record_losses", "loss_record"),
+              (trainer, "flush_metrics", "metrics_flush"), (trainer, "clip_gradients", "clip")]
+    if not bench.cfg.MODEL.COMPILE:
+        labels += [(model.backbone, "forward", "backbone"), (model.transformer, "forward", "transformer")]
+        if model.centermask is not None:
+            labels.append((model.centermask, "forward", "centermask"))
     activities = [torch.profiler.ProfilerActivity.CPU]
-    on_gpu = bench.device.type == "cuda"
-    if on_gpu:
+    if bench.device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with contextlib.ExitStack() as stack:
         for obj, attribute, label in labels:
@@ -425,6 +454,13 @@ def profile_training_step(bench: BenchmarkedModel, warmup: int, steps: int) -> N
             for _ in range(steps):
                 bench.train_step()
             _synchronize(bench.device)
+    return prof
+
+
+def profile_training_step(bench: BenchmarkedModel, warmup: int, steps: int) -> None:
+    """Print a top-15 self-time operator table of ``steps`` training steps and the host time of their parts."""
+    prof = profile_steps(bench, warmup, steps)
+    on_gpu = bench.device.type == "cuda"
     averages = prof.key_averages()
     sort_by = "self_device_time_total" if on_gpu else "self_cpu_time_total"
     print(f"\n== profile: {steps} training steps of {bench.cfg.MODEL.BACKBONE.NAME}/{bench.cfg.MODEL.ENCODER.NAME}, "
@@ -441,6 +477,7 @@ def profile_training_step(bench: BenchmarkedModel, warmup: int, steps: int) -> N
     events = prof.events()
     print(format_dispatched_operators(count_dispatched_operators(events), steps))
     print(format_sync_operators(count_sync_operators(events), steps))
+    print(format_step_syncs(count_step_syncs(events, steps)))
     if on_gpu:
         print(format_sync_sites(count_host_syncs(bench)))
 
@@ -448,11 +485,12 @@ def profile_training_step(bench: BenchmarkedModel, warmup: int, steps: int) -> N
 def format_profile_parts(host_ms: Dict[str, float]) -> str:
     """One line per part of the step (host wall time per step, nested parts indented) and backward as the rest."""
     step = host_ms.get("step", 0.0)
-    top_level = ("forward", "loss_reduction", "zero_grad", "clip", "optimizer")
+    top_level = ("forward", "loss_record", "metrics_flush", "zero_grad", "clip", "optimizer")
     backward = step - sum(host_ms.get(name, 0.0) for name in top_level)
     lines = ["host time per training step (ms; forward's parts indented; backward = step - the rest):"]
     for name, indent in (("step", 0), ("forward", 2), ("backbone", 4), ("transformer", 4), ("centermask", 4),
-                         ("targets", 4), ("criterion", 4), ("matcher", 6), ("loss_reduction", 2), ("zero_grad", 2),
+                         ("targets", 4), ("criterion", 4), ("matcher", 6), ("matcher_copy", 8),
+                         ("matcher_assign", 8), ("loss_record", 2), ("metrics_flush", 2), ("zero_grad", 2),
                          ("backward", 2), ("clip", 2), ("optimizer", 2)):
         value = backward if name == "backward" else host_ms.get(name)
         if value is None:
@@ -489,6 +527,37 @@ def _part_of(event) -> str:
     return "other"
 
 
+# Parts of the step whose operators run on host tensors by design (the loader's annotations, the matcher's host
+# side after its one copy, the optimizer's CPU step counters): their item()/nonzero never wait for a GPU.
+HOST_PARTS = ("targets", "matcher_copy", "matcher_assign", "optimizer")
+# Read back every SOLVER.LOG_PERIOD steps (losses, gradient norm), not per step.
+PERIODIC_PARTS = ("metrics_flush",)
+
+
+def count_step_syncs(events, steps: int) -> Counter:
+    """Per training step, the host-device synchronisations a GPU would make, by ``(part, what)``: the matcher's one
+    cost-matrix copy (``matcher_copy`` calls; a copy of a CPU tensor dispatches nothing to count) plus every
+    :data:`SYNC_OPERATORS` call outside :data:`HOST_PARTS` and :data:`PERIODIC_PARTS`.  A ``.cpu()``/``.tolist()``
+    of a device tensor is invisible in a CPU profile; on a GPU :func:`count_host_syncs` sees every sync."""
+    counts: Counter = Counter()
+    for event in events:
+        if event.name == "bench::matcher_copy":
+            counts[("matcher_copy", "cost matrix copy to the host")] += 1
+        elif event.name in SYNC_OPERATORS:
+            part = _part_of(event)
+            if part not in HOST_PARTS and part not in PERIODIC_PARTS:
+                counts[(part, SYNC_OPERATORS[event.name])] += 1
+    return Counter({key: count / steps for key, count in counts.items()})
+
+
+def format_step_syncs(counts: Counter) -> str:
+    lines = [f"host-device synchronisations per training step on a GPU (the matcher's copy + sync operators outside "
+             f"{', '.join(HOST_PARTS)}; losses and gradient norm are read every SOLVER.LOG_PERIOD steps): "
+             f"{sum(counts.values()):g}"]
+    lines += [f"  {count:6.1f}  {part:<16} {what}" for (part, what), count in counts.most_common()]
+    return "\n".join(lines)
+
+
 def count_sync_operators(events) -> Counter:
     """``(part of the step, operator)`` counts of :data:`SYNC_OPERATORS` among profiled ``events``."""
     return Counter((_part_of(event), SYNC_OPERATORS[event.name]) for event in events if event.name in SYNC_OPERATORS)
@@ -514,9 +583,9 @@ def format_dispatched_operators(counts: Counter, steps: int) -> str:
 
 
 def format_sync_operators(counts: Counter, steps: int) -> str:
-    lines = ["operators that wait for the device on a GPU, per training step, by part (in a CPU run: 'targets' "
-             "work on host tensors and the CPU optimizer's per-parameter item() do not wait on a GPU; not counted: "
-             "the matcher's .cpu() and the loss reduction's .tolist(), one each):"]
+    lines = ["operators that would wait for the device on a GPU if their inputs lived there, per training step, by "
+             "part (in a CPU run: 'targets', 'matcher_copy'/'matcher_assign' and the CPU optimizer's per-parameter "
+             "item() work on host tensors):"]
     lines += [f"  {count / steps:6.1f}  {part:<16} {operator}" for (part, operator), count in counts.most_common()]
     return "\n".join(lines)
 
@@ -552,7 +621,8 @@ def format_sync_sites(sites: Counter) -> str:
 COLUMNS = [("config", "{}"), ("prec", "{}"), ("compile", "{}"), ("batch", "{}"), ("size", "{}"),
            ("bb_fb ms", "{:.2f}"), ("step ms", "{:.2f}"), ("img/s", "{:.2f}"), ("step/bb_fb", "{:.2f}"),
            ("bb_f ms", "{:.2f}"), ("infer ms", "{:.2f}"), ("prep ms", "{:.2f}"), ("infer/bb_f", "{:.2f}"),
-           ("train MiB", "{:.0f}"), ("infer MiB", "{:.0f}")]
+           ("train MiB", "{:.0f}"), ("infer MiB", "{:.0f}"), ("1st step s", "{:.1f}"), ("1st infer s", "{:.1f}"),
+           ("ops", "{:.0f}"), ("syncs", "{:g}")]
 
 
 def format_table(results: Sequence[Result]) -> str:
@@ -560,7 +630,8 @@ def format_table(results: Sequence[Result]) -> str:
     for r in results:
         values = [r.config, r.precision, "yes" if r.compiled else "no", r.batch, f"{r.size[0]}x{r.size[1]}",
                   r.backbone_fwd_bwd_ms, r.train_step_ms, r.images_per_s, r.train_ratio, r.backbone_fwd_ms,
-                  r.inference_ms, r.preprocess_ms, r.inference_ratio, r.train_peak_mib, r.inference_peak_mib]
+                  r.inference_ms, r.preprocess_ms, r.inference_ratio, r.train_peak_mib, r.inference_peak_mib,
+                  r.first_step_s, r.first_inference_s, r.aten_ops_per_step, r.syncs_per_step]
         rows.append([fmt.format(v) for (_, fmt), v in zip(COLUMNS, values)])
     headers = [name for name, _ in COLUMNS]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
@@ -628,8 +699,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error("--batch and --iters must be >= 1 and --warmup >= 0")
     if args.compile and args.warmup < 2:
         parser.error("--compile needs --warmup >= 2 (the first calls compile)")
-    if args.compile and args.profile:
-        parser.error("--profile labels the eager model's parts: run it without --compile")
     return args
 
 

@@ -108,6 +108,7 @@ class PeriodicCheckpointer(HookBase):
         final = iteration + 1 >= self.trainer.max_iter
         if not (periodic or final):
             return
+        self.trainer.flush_metrics()  # a NaN/inf loss since the last flush stops the run before anything is saved
         rng_states = comm.all_gather(capture_rng_state())
         extra = {"iteration": iteration, "rng_states": rng_states}
         if periodic:
@@ -184,6 +185,7 @@ class BestCheckpointer(HookBase):
             logger.warning("%s is NaN at iteration %d: not a candidate for the best model", self.scalar_name, iteration)
             return
         if self.best_value is None or value > self.best_value:
+            self.trainer.flush_metrics()  # nothing is saved after a NaN/inf loss
             logger.info("New best %s = %.4f at iteration %d (previous: %s at %s)", self.scalar_name, value,
                         iteration, self.best_value, self.best_iteration)
             self.best_value, self.best_iteration = value, iteration

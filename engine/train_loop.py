@@ -2,16 +2,19 @@
 
 :class:`TrainerBase` runs ``before_train``, then for every iteration ``before_step``, ``run_step``,
 ``after_step``, and finally ``after_train`` on its hooks.  :class:`SimpleTrainer` implements ``run_step`` for a
-model that returns a dict of losses: forward (bf16 or fp16 autocast when asked), a check that every loss is
-finite, backward (through a gradient scaler for fp16, whose skipped steps are counted and logged), gradient
-clipping, optimizer step.
+model that returns a dict of losses: forward (bf16 or fp16 autocast when asked), backward (through a gradient
+scaler for fp16, whose skipped steps are counted and logged), gradient clipping, optimizer step.  Without fp16,
+nothing in a step reads a value back from the device: the losses and the gradient norm stay device tensors until
+the metrics are flushed (:meth:`SimpleTrainer.flush_metrics`: every ``metrics_period`` iterations, before a
+checkpoint is written, after the last iteration and when a step fails), which reads them in one copy, stops on a
+NaN/inf loss naming its iteration, and records them.
 """
 import contextlib
 import logging
 import math
 import time
 import weakref
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
@@ -101,6 +104,10 @@ class TrainerBase:
     def run_step(self) -> None:
         raise NotImplementedError
 
+    def flush_metrics(self) -> None:
+        """Read back and check what the steps recorded on the device (nothing to do here); hooks call it before
+        they persist anything (checkpoints)."""
+
 
 class SimpleTrainer(TrainerBase):
     """One optimisation step per iteration on a model whose training-mode output is a dict of scalar losses.
@@ -115,6 +122,9 @@ class SimpleTrainer(TrainerBase):
             backward, gradients are unscaled before clipping, and a step whose gradients are not finite is skipped
             (counted in ``amp_skipped_steps``, logged); None without scaling.
         amp_device: the device type autocast runs on ("cuda"; "cpu" for tests of the fp16 path).
+        metrics_period: the losses and gradient norms of the steps are read back (one device sync) and checked for
+            NaN/inf every ``metrics_period`` iterations (the trainer passes ``SOLVER.LOG_PERIOD``), after the last
+            iteration and before every checkpoint; 1 reads them after every step.
     """
 
     def __init__(
@@ -126,6 +136,7 @@ class SimpleTrainer(TrainerBase):
         amp_dtype: Optional[torch.dtype] = None,
         grad_scaler: Optional["torch.amp.GradScaler"] = None,
         amp_device: str = "cuda",
+        metrics_period: int = 1,
     ) -> None:
         super().__init__()
         model.train()
@@ -138,8 +149,22 @@ class SimpleTrainer(TrainerBase):
         self.grad_scaler = grad_scaler
         self.amp_device = amp_device
         self.amp_skipped_steps = 0
+        self.metrics_period = max(int(metrics_period), 1)
+        # (iteration, loss names, stacked detached losses) of the steps whose losses were not read back yet
+        self._pending_losses: List[Tuple[int, List[str], torch.Tensor]] = []
 
     def run_step(self) -> None:
+        try:
+            self._run_step()
+        except Exception as error:
+            # A NaN/inf loss of an earlier step (read back lazily) is usually why a step fails (NaN weights make the
+            # matcher's costs NaN): report that first, from this process's values (no collective on a failing path).
+            self.flush_metrics(reduce=False, cause=error)
+            raise
+        if (self.iter + 1) % self.metrics_period == 0 or self.iter + 1 >= self.max_iter:
+            self.flush_metrics()
+
+    def _run_step(self) -> None:
         if self._data_iter is None:
             self._data_iter = iter(self.data_loader)
         start = time.perf_counter()
@@ -155,7 +180,7 @@ class SimpleTrainer(TrainerBase):
         if not isinstance(loss_dict, dict) or not loss_dict:
             raise TypeError(f"In training mode the model must return a non-empty dict of losses, got {type(loss_dict)}")
         losses = sum(loss_dict.values())
-        self._check_finite_and_record(loss_dict, data_time)
+        self._record_losses(loss_dict, data_time)
 
         self.optimizer.zero_grad(set_to_none=True)
         if self.grad_scaler is None:
@@ -184,15 +209,34 @@ class SimpleTrainer(TrainerBase):
         self.storage.put_scalar("amp_loss_scale", scale_after)
         self.storage.put_scalar("amp_skipped_steps", self.amp_skipped_steps)
 
-    def _check_finite_and_record(self, loss_dict: Dict[str, torch.Tensor], data_time: float) -> None:
-        """Average the losses over processes, stop on any NaN/inf (on every process alike) and record them."""
-        values = comm.all_reduce_mean(loss_dict)
-        bad = {name: value for name, value in values.items() if not math.isfinite(value)}
-        if bad:
-            raise FloatingPointError(
-                f"Loss became NaN or infinite at iteration {self.iter}: {bad} (all losses: {values}); "
-                "training stopped, no checkpoint was written after this iteration"
-            )
-        self.storage.put_scalar("total_loss", sum(values.values()))
-        self.storage.put_scalars(**values)
+    def _record_losses(self, loss_dict: Dict[str, torch.Tensor], data_time: float) -> None:
+        """Keep this step's losses on the device (one stack, no sync) until :meth:`flush_metrics`."""
+        names = sorted(loss_dict)
+        values = torch.stack([loss_dict[name].detach().float().reshape(()) for name in names])
+        self._pending_losses.append((self.iter, names, values))
         self.storage.put_scalar("data_time", data_time)
+
+    def flush_metrics(self, reduce: bool = True, cause: Optional[BaseException] = None) -> None:
+        """Read the losses of the steps since the last flush in one device-to-host copy (averaged over processes
+        when ``reduce``: every process flushes at the same iterations), stop on the first step with a NaN/inf loss
+        (on every process alike) and record the others under their own iterations.  ``cause``: the exception of a
+        failing step, chained to the NaN error."""
+        pending, self._pending_losses = self._pending_losses, []
+        if not pending:
+            return
+        flat = torch.cat([values for _, _, values in pending])
+        if reduce:
+            flat = comm.average_across_processes(flat)
+        flat = flat.tolist()
+        offset = 0
+        for iteration, names, _ in pending:
+            step_values = dict(zip(names, flat[offset:offset + len(names)]))
+            offset += len(names)
+            bad = {name: value for name, value in step_values.items() if not math.isfinite(value)}
+            if bad:
+                raise FloatingPointError(
+                    f"Loss became NaN or infinite at iteration {iteration}: {bad} (all losses: {step_values}); "
+                    "training stopped, no checkpoint was written after this iteration"
+                ) from cause
+            self.storage.put_scalar("total_loss", sum(step_values.values()), iteration=iteration)
+            self.storage.put_scalars(iteration=iteration, **step_values)

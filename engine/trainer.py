@@ -62,6 +62,13 @@ def build_amp(cfg, device_type: Optional[str] = None):
     return dtype, (torch.amp.GradScaler(device_type) if dtype == torch.float16 else None)
 
 
+def compile_options(cfg) -> Dict[str, str]:
+    """``torch.compile`` keyword arguments of ``MODEL.COMPILE_MODE`` / ``MODEL.COMPILE_BACKEND`` (empty = torch's
+    defaults)."""
+    return {key: value for key, value in (("mode", cfg.MODEL.COMPILE_MODE), ("backend", cfg.MODEL.COMPILE_BACKEND))
+            if value}
+
+
 class Trainer(SimpleTrainer):
     """Trains ``cfg``'s model for ``SOLVER.MAX_ITER`` iterations with the released recipe.
 
@@ -72,8 +79,9 @@ class Trainer(SimpleTrainer):
         trainer.train()
 
     The training forward runs ``self.model``: the model, in DistributedDataParallel with several processes, in
-    ``torch.compile`` with ``MODEL.COMPILE``; checkpoints and evaluation use the plain model
-    (``self.checkpointer.model``).
+    ``torch.compile`` with ``MODEL.COMPILE`` (a model with a ``compile_parts(**options)`` method compiles its own
+    parts instead: the scene-graph model compiles the network and the loss, not the matcher between them);
+    checkpoints and evaluation use the plain model (``self.checkpointer.model``).
 
     Args:
         cfg: the frozen config.
@@ -90,7 +98,11 @@ class Trainer(SimpleTrainer):
             find_unused_parameters = cfg.MODEL.DDP_FIND_UNUSED_PARAMETERS
         train_model = create_ddp_model(model, find_unused_parameters)
         if cfg.MODEL.COMPILE:
-            train_model = torch.compile(train_model)
+            compile_kwargs = compile_options(cfg)
+            if hasattr(model, "compile_parts"):  # compiled piecewise around its host call (the matcher)
+                model.compile_parts(**compile_kwargs)
+            else:
+                train_model = torch.compile(train_model, **compile_kwargs)
         super().__init__(
             train_model,
             data_loader=None,  # built in train(), once the start iteration is known
@@ -98,6 +110,8 @@ class Trainer(SimpleTrainer):
             clip_gradients=functools.partial(clip_gradients, cfg),
             amp_dtype=amp_dtype,
             grad_scaler=grad_scaler,
+            amp_device=torch.device(cfg.MODEL.DEVICE).type,
+            metrics_period=cfg.SOLVER.LOG_PERIOD,
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         scaler_state = {"grad_scaler": grad_scaler} if grad_scaler is not None else {}

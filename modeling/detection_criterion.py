@@ -4,11 +4,11 @@ from typing import Dict, List
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import box_convert, generalized_box_iou_loss
+from torchvision.ops import box_convert
 
 from utils import comm
 
-from .matcher import HungarianBoxMatcher
+from .matcher import HungarianBoxMatcher, paired_generalized_box_iou_loss
 
 
 class SetCriterion(nn.Module):
@@ -58,8 +58,8 @@ class SetCriterion(nn.Module):
 
             matched_boxes = boxes[offset, batch_index, query_index]
             l1 = (matched_boxes - target_boxes).abs().sum() / num_boxes
-            giou = generalized_box_iou_loss(box_convert(matched_boxes, "cxcywh", "xyxy"),
-                                            box_convert(target_boxes, "cxcywh", "xyxy"), reduction="sum") / num_boxes
+            giou = paired_generalized_box_iou_loss(box_convert(matched_boxes, "cxcywh", "xyxy"),
+                                                   box_convert(target_boxes, "cxcywh", "xyxy")).sum() / num_boxes
             losses[f"loss_ce_{layer}"] = self.class_weight * ce
             losses[f"loss_l1_{layer}"] = self.l1_weight * l1
             losses[f"loss_giou_{layer}"] = self.giou_weight * giou

@@ -1,6 +1,6 @@
 """One padded image batch: the single place where images are normalised, padded and masked (detectron2's
 ``ImageList.from_tensors``)."""
-from typing import List, NamedTuple, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -22,10 +22,13 @@ class ImageList(NamedTuple):
 
     @classmethod
     def from_tensors(cls, images: Sequence[torch.Tensor], size_divisibility: int, pixel_mean: torch.Tensor,
-                     pixel_std: torch.Tensor) -> "ImageList":
+                     pixel_std: torch.Tensor, fixed_sizes: Optional[Sequence[Tuple[int, int]]] = None
+                     ) -> "ImageList":
         """Normalise each (3, h, w) image with ``pixel_mean``/``pixel_std`` ((3, 1, 1), on the target device) and
         pad the batch to its largest height and width, rounded up to a multiple of ``size_divisibility``
-        (1 = no rounding).  Raises ``ValueError`` naming the batch item whose image is not (3, H, W)."""
+        (1 = no rounding).  With ``fixed_sizes`` ((H, W) pairs, ``MODEL.STATIC_SHAPES``) the batch is padded to the
+        smallest of them (by area) that holds every image instead, so a compiled model sees a few shapes only.
+        Raises ``ValueError`` naming the batch item whose image is not (3, H, W), or when no fixed size fits."""
         device = pixel_mean.device
         images = [image.to(device, non_blocking=True) for image in images]
         for index, image in enumerate(images):
@@ -35,6 +38,12 @@ class ImageList(NamedTuple):
         divisor = max(int(size_divisibility), 1)
         height = -(-max(h for h, _ in sizes) // divisor) * divisor
         width = -(-max(w for _, w in sizes) // divisor) * divisor
+        if fixed_sizes:
+            fitting = [(h, w) for h, w in fixed_sizes if h >= height and w >= width]
+            if not fitting:
+                raise ValueError(f"MODEL.STATIC_SHAPES: no fixed size of {list(fixed_sizes)} holds a batch of "
+                                 f"images up to {height}x{width} (INPUT.MIN/MAX_SIZE_* larger than the sizes?)")
+            height, width = min(fitting, key=lambda size: (size[0] * size[1], size))
         tensor = torch.zeros(len(images), 3, height, width, device=device)
         mask = torch.ones(len(images), height, width, dtype=torch.bool, device=device)
         for index, (image, (h, w)) in enumerate(zip(images, sizes)):

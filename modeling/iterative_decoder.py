@@ -11,11 +11,11 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from .transformer_layers import TransformerDecoderLayer
+from .transformer_layers import FusedMultiheadAttention, TransformerDecoderLayer
 
 
-def _attention(d_model: int, nhead: int, dropout: float, kdim: int) -> nn.MultiheadAttention:
-    return nn.MultiheadAttention(d_model, nhead, dropout=dropout, kdim=kdim, vdim=kdim, batch_first=True)
+def _attention(d_model: int, nhead: int, dropout: float, kdim: int) -> FusedMultiheadAttention:
+    return FusedMultiheadAttention(d_model, nhead, dropout=dropout, kdim=kdim, vdim=kdim)
 
 
 class IterativeDecoder(nn.Module):

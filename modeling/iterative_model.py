@@ -58,7 +58,22 @@ class IterativeSceneGraphModel(MetaArchitectureBase):
             no_object_weight=detr.NO_OBJECT_WEIGHT, predicate_weights=predicate_weights,
             deep_supervision=detr.DEEP_SUPERVISION,
         )
+        if cfg.MODEL.STATIC_SHAPES.ENABLED:
+            self.criterion.max_relations = cfg.MODEL.STATIC_SHAPES.MAX_RELATIONS
         self.postprocessor = SceneGraphPostProcessor(cfg.TEST.NMS_THRESH, cfg.TEST.RELATIONS_PER_IMAGE)
+        self._compiled_network = None  # set by compile_parts()
+
+    def compile_parts(self, **compile_kwargs) -> None:
+        """``torch.compile(fullgraph=True, **compile_kwargs)`` the parts on either side of the step's host call
+        (the matcher): the network (backbone → transformer heads) and the loss (:meth:`SceneGraphCriterion.losses`).
+        With the CenterMask encoder, whose detector (NMS, a variable number of detections) stays eager, the
+        backbone and the transformer are compiled instead of the whole network.  Parameter names are unchanged."""
+        if self.centermask is None:
+            self._compiled_network = torch.compile(self.network, fullgraph=True, **compile_kwargs)
+        else:
+            self.backbone.compile(fullgraph=True, **compile_kwargs)
+            self.transformer.compile(fullgraph=True, **compile_kwargs)
+        self.criterion.compile_losses(**compile_kwargs)
 
     def network(self, images: torch.Tensor, padding_mask: torch.Tensor, image_sizes: List[Tuple[int, int]],
                 detection_targets: Optional[List[dict]] = None) -> Tuple[Dict[str, torch.Tensor], dict]:
@@ -90,7 +105,8 @@ class IterativeSceneGraphModel(MetaArchitectureBase):
                  "labels": torch.as_tensor(item["instances"]["labels"]).to(self.device, non_blocking=True)}
                 for item in batch
             ]
-        outputs, extra_losses = self.network(images, padding_mask, image_sizes, detection_targets)
+        network = self.network if self._compiled_network is None else self._compiled_network
+        outputs, extra_losses = network(images, padding_mask, image_sizes, detection_targets)
         if self.training:
             targets = [relation_targets(item["instances"], size, self.device, self.criterion.num_classes,
                                         self.criterion.num_relation_classes)

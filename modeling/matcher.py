@@ -14,6 +14,23 @@ from torchvision.ops import box_convert, generalized_box_iou
 BRANCHES = ("subject", "object", "relation")
 
 
+def paired_generalized_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """1 - GIoU of corresponding xyxy boxes (``boxes1[..., i, :]`` with ``boxes2[..., i, :]``), any leading shape.
+
+    The values of ``torchvision.ops.generalized_box_iou_loss(reduction="none")`` (same ``eps``), written with
+    clamps instead of its boolean-mask indexing (a ``nonzero``, i.e. a host sync, per call forward and backward), so
+    it runs on fixed shapes and compiles without graph breaks.
+    """
+    x1, y1, x2, y2 = boxes1.unbind(-1)
+    x1g, y1g, x2g, y2g = boxes2.unbind(-1)
+    intersection = ((torch.minimum(x2, x2g) - torch.maximum(x1, x1g)).clamp(min=0)
+                    * (torch.minimum(y2, y2g) - torch.maximum(y1, y1g)).clamp(min=0))
+    union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - intersection
+    iou = intersection / (union + eps)
+    enclosing = (torch.maximum(x2, x2g) - torch.minimum(x1, x1g)) * (torch.maximum(y2, y2g) - torch.minimum(y1, y1g))
+    return 1 - (iou - (enclosing - union) / (enclosing + eps))
+
+
 class HungarianMatcherBase(nn.Module):
     """The matching weights (DETR's ``cost_class``, ``cost_bbox``, ``cost_giou``) and the host side shared by both
     matchers: one device → host copy of a batch's cost matrix, then one ``linear_sum_assignment`` per image."""

@@ -11,7 +11,7 @@ from .image_list import ImageList
 from .position_encoding import PositionEmbeddingSine
 
 __all__ = ["MetaArchitectureBase", "encoder_input_channels", "flatten_feature_map", "feature_padding_mask",
-           "clip_to_image", "original_sizes"]
+           "clip_to_image", "original_sizes", "static_image_sizes"]
 
 # Backbone inputs are padded to a multiple of this unless the backbone says otherwise (``size_divisibility``).
 DEFAULT_SIZE_DIVISIBILITY = 32
@@ -29,6 +29,13 @@ class MetaArchitectureBase(nn.Module):
         self.size_divisibility = getattr(backbone, "size_divisibility", DEFAULT_SIZE_DIVISIBILITY)
         self.register_buffer("pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(3, 1, 1), persistent=False)
+        # MODEL.STATIC_SHAPES: the padded batch sizes of training and of inference (None: pad to the batch's largest).
+        self.static_image_sizes = None
+        if cfg.MODEL.STATIC_SHAPES.ENABLED:
+            self.static_image_sizes = {
+                True: static_image_sizes(max(cfg.INPUT.MIN_SIZE_TRAIN), cfg.INPUT.MAX_SIZE_TRAIN, self.size_divisibility),
+                False: static_image_sizes(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, self.size_divisibility),
+            }
 
     def build_transformer_input(self, cfg) -> None:
         """The DETR input preamble's modules, under the released names: ``input_proj`` (1×1 conv from the backbone
@@ -48,9 +55,20 @@ class MetaArchitectureBase(nn.Module):
 
     def preprocess_images(self, batch: List[dict]) -> ImageList:
         """Normalise and zero-pad the batch's images: ``(tensor (B, 3, H, W), padding_mask (B, H, W) bool with
-        True = padding, image_sizes [(h, w)])``, H and W multiples of ``size_divisibility``."""
+        True = padding, image_sizes [(h, w)])``, H and W multiples of ``size_divisibility`` (with
+        ``MODEL.STATIC_SHAPES``: one of the few fixed sizes of :func:`static_image_sizes`)."""
+        fixed_sizes = None if self.static_image_sizes is None else self.static_image_sizes[self.training]
         return ImageList.from_tensors([item["image"] for item in batch], self.size_divisibility, self.pixel_mean,
-                                      self.pixel_std)
+                                      self.pixel_std, fixed_sizes)
+
+
+def static_image_sizes(short: int, long: int, size_divisibility: int) -> List[Tuple[int, int]]:
+    """The fixed (H, W) batch sizes of ``MODEL.STATIC_SHAPES`` for images resized to a shorter side of at most
+    ``short`` and a longer side of at most ``long``: landscape (short x long), portrait (long x short) and, for a
+    batch mixing the two aspect groups, square (long x long), each rounded up to ``size_divisibility``."""
+    divisor = max(int(size_divisibility), 1)
+    short, long = (-(-int(side) // divisor) * divisor for side in (min(short, long), long))
+    return [(short, long), (long, short), (long, long)]
 
 
 def encoder_input_channels(cfg, backbone: nn.Module) -> int:

@@ -5,11 +5,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import box_convert, generalized_box_iou_loss
+from torchvision.ops import box_convert
 
 from utils import comm
 
-from .matcher import BRANCHES, HungarianTripletMatcher
+from .matcher import BRANCHES, HungarianTripletMatcher, paired_generalized_box_iou_loss
 
 _SHORT_NAMES = {"subject": "sub", "object": "obj", "relation": "rel"}
 
@@ -124,6 +124,9 @@ class SceneGraphCriterion(nn.Module):
                              f"got {tuple(predicate_weights.shape)}")
         self.register_buffer("entity_class_weights", entity_weights, persistent=False)
         self.register_buffer("predicate_class_weights", predicate_weights.clone().float(), persistent=False)
+        # Targets are padded to this many relations (MODEL.STATIC_SHAPES) or, when None, to the batch's largest count.
+        self.max_relations: Optional[int] = None
+        self._compiled_losses = None  # set by compile_losses()
 
     def _num_matched(self, indices: List[Tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> torch.Tensor:
         """Number of matched relations per process, sum over images of min(Q, T) (averaged over processes), at
@@ -134,15 +137,35 @@ class SceneGraphCriterion(nn.Module):
 
     def forward(self, outputs: Dict[str, torch.Tensor], targets: List[Dict[str, torch.Tensor]]
                 ) -> Dict[str, torch.Tensor]:
-        """``outputs``: per-layer predictions (L, B, Q, ·); ``targets``: per image, from :func:`relation_targets`."""
+        """``outputs``: per-layer predictions (L, B, Q, ·); ``targets``: per image, from :func:`relation_targets`.
+
+        The step is split at its only host call: the matcher (cost matrix on the device, one copy to the host,
+        ``linear_sum_assignment``), then :meth:`losses` on fixed-shape tensors (targets padded to
+        :attr:`max_relations` or the batch's largest count, the assignment as a (B, Q) index), which
+        ``torch.compile(fullgraph=True)`` takes whole (:meth:`compile_losses`)."""
         indices = self.matcher(outputs, targets)
         device = outputs["subject_logits"].device
-        batch_index = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(indices)]).to(device,
-                                                                                              non_blocking=True)
-        query_index = torch.cat([q for q, _ in indices]).to(device, non_blocking=True)
-        target_index = [t.to(device, non_blocking=True) for _, t in indices]
+        batch_size, num_queries = outputs["subject_logits"].shape[1:3]
+        padded = pad_relation_targets(targets, self.max_relations)
+        assignment = query_assignment(indices, batch_size, num_queries).to(device, non_blocking=True)
         num_relations = self._num_matched(indices, device)
+        losses = self._compiled_losses if self._compiled_losses is not None else self.losses
+        return losses(outputs, padded, assignment, num_relations)
+
+    def compile_losses(self, **compile_kwargs) -> None:
+        """Run :meth:`losses` through ``torch.compile(fullgraph=True, **compile_kwargs)`` from now on."""
+        self._compiled_losses = torch.compile(self.losses, fullgraph=True, **compile_kwargs)
+
+    def losses(self, outputs: Dict[str, torch.Tensor], padded: Dict[str, torch.Tensor], assignment: torch.Tensor,
+               num_relations: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The weighted per-layer losses from ``outputs``, the targets ``padded`` by :func:`pad_relation_targets`,
+        ``assignment`` (B, Q) int64 (the matched target of each query, -1 = unmatched) and the box-loss normaliser
+        ``num_relations`` (a scalar tensor).  Shapes depend on (L, B, Q, R) only and nothing is read back to the
+        host: no boolean indexing, no ``.item()``."""
         first_layer = 0 if self.deep_supervision else outputs["subject_logits"].shape[0] - 1
+        slot = assignment.clamp(min=0)  # (B, Q): the gathered target of an unmatched query is masked out below
+        matched = (assignment >= 0) & padded["valid"].gather(1, slot)
+        box_weights = matched.to(torch.float32)
 
         losses = {}
         for branch in BRANCHES:
@@ -152,21 +175,19 @@ class SceneGraphCriterion(nn.Module):
             num_layers, batch_size, num_queries, num_logits = logits.shape
             class_weights = self.predicate_class_weights if branch == "relation" else self.entity_class_weights
 
-            matched_labels = torch.cat([t[f"{branch}_labels"][j] for t, j in zip(targets, target_index)])
-            target_classes = torch.full((batch_size, num_queries), num_logits - 1, dtype=torch.int64, device=device)
-            target_classes[batch_index, query_index] = matched_labels
+            matched_labels = padded[f"{branch}_labels"].gather(1, slot)
+            target_classes = torch.where(matched, matched_labels, num_logits - 1)
             ce = F.cross_entropy(logits.reshape(-1, num_logits), target_classes.repeat(num_layers, 1).reshape(-1),
                                  reduction="none").view(num_layers, batch_size * num_queries)
             query_weights = class_weights[target_classes].reshape(1, -1)
             ce = (ce * query_weights).sum(1) / query_weights.sum()
 
-            matched_boxes = boxes[:, batch_index, query_index]  # (L, M, 4)
-            target_boxes = torch.cat([t[f"{branch}_boxes"][j] for t, j in zip(targets, target_index)]).float()
-            target_boxes = target_boxes.unsqueeze(0).expand_as(matched_boxes)
-            l1 = (matched_boxes - target_boxes).abs().sum((1, 2)) / num_relations
-            giou = generalized_box_iou_loss(box_convert(matched_boxes, "cxcywh", "xyxy"),
-                                            box_convert(target_boxes, "cxcywh", "xyxy"), reduction="none")
-            giou = giou.sum(1) / num_relations
+            target_boxes = padded[f"{branch}_boxes"].float().gather(1, slot[..., None].expand(-1, -1, 4))
+            target_boxes = target_boxes.unsqueeze(0).expand_as(boxes)  # (L, B, Q, 4)
+            l1 = ((boxes - target_boxes).abs().sum(-1) * box_weights).sum((1, 2)) / num_relations
+            giou = paired_generalized_box_iou_loss(box_convert(boxes, "cxcywh", "xyxy"),
+                                                   box_convert(target_boxes, "cxcywh", "xyxy"))
+            giou = (giou * box_weights).sum((1, 2)) / num_relations
 
             for offset in range(num_layers):
                 layer = first_layer + offset
@@ -174,3 +195,44 @@ class SceneGraphCriterion(nn.Module):
                 losses[f"loss_{short}_l1_{layer}"] = self.l1_weight * l1[offset]
                 losses[f"loss_{short}_giou_{layer}"] = self.giou_weight * giou[offset]
         return losses
+
+
+# Padding of a target box (cx = cy = w = h): a valid box, so the masked-out losses of padded slots stay finite.
+_PAD_BOX_VALUE = 0.5
+
+
+def pad_relation_targets(targets: List[Dict[str, torch.Tensor]], max_relations: Optional[int] = None
+                         ) -> Dict[str, torch.Tensor]:
+    """Per-image targets (:func:`relation_targets`) stacked into fixed-shape tensors on their device:
+    ``{subject,object,relation}_labels`` (B, R) int64 (0 in padding), ``…_boxes`` (B, R, 4) (a centred box half the
+    image in padding) and ``valid`` (B, R) bool, with R = ``max_relations`` (``MODEL.STATIC_SHAPES``) or, when None, the
+    batch's largest relation count (at least 1).  Only copies: nothing waits for the device."""
+    sizes = [len(t["relation_labels"]) for t in targets]
+    num_slots = max(sizes + [1]) if max_relations is None else int(max_relations)
+    if max(sizes + [0]) > num_slots:
+        raise ValueError(f"an image has {max(sizes)} relations, more than MODEL.STATIC_SHAPES.MAX_RELATIONS = "
+                         f"{num_slots}")
+    reference = targets[0]["relation_labels"]
+    padded = {"valid": torch.zeros(len(targets), num_slots, dtype=torch.bool, device=reference.device)}
+    for branch in BRANCHES:
+        labels = reference.new_zeros(len(targets), num_slots)
+        boxes = torch.full((len(targets), num_slots, 4), _PAD_BOX_VALUE, device=reference.device)
+        for image, (target, size) in enumerate(zip(targets, sizes)):
+            if size:
+                labels[image, :size] = target[f"{branch}_labels"]
+                boxes[image, :size] = target[f"{branch}_boxes"]
+        padded[f"{branch}_labels"], padded[f"{branch}_boxes"] = labels, boxes
+    for image, size in enumerate(sizes):
+        if size:
+            padded["valid"][image, :size] = True
+    return padded
+
+
+def query_assignment(indices: List[Tuple[torch.Tensor, torch.Tensor]], batch_size: int, num_queries: int
+                     ) -> torch.Tensor:
+    """The matcher's per-image ``(query_indices, target_indices)`` as one host (B, Q) int64 tensor: the target
+    slot matched to each query, -1 where none."""
+    assignment = torch.full((batch_size, num_queries), -1, dtype=torch.int64)
+    for image, (queries, slots) in enumerate(indices):
+        assignment[image, queries] = slots
+    return assignment

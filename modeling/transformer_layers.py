@@ -1,10 +1,50 @@
 """DETR's post-norm transformer layers (batch-first): the encoder layer and stack, and the decoder layer that the
-DETR detector stacks and the three IterativeSG decoders are built from."""
-from typing import Optional
+DETR detector stacks and the three IterativeSG decoders are built from; every attention is
+:class:`FusedMultiheadAttention` (``F.scaled_dot_product_attention``)."""
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+
+class FusedMultiheadAttention(nn.MultiheadAttention):
+    """``nn.MultiheadAttention`` (batch-first) whose forward calls ``F.scaled_dot_product_attention`` directly.
+
+    Same parameters, names (``in_proj_weight`` or ``q/k/v_proj_weight`` when ``kdim != embed_dim``,
+    ``in_proj_bias``, ``out_proj.*``), initialisation and random-number use as the parent, so checkpoints load
+    unchanged and a seeded model is the same.  What differs is the forward: the key padding mask goes to SDPA as
+    a (B, 1, 1, S) boolean mask (no float mask of B·heads rows is built), the fused kernel runs in training as
+    well as inference, no attention weights are returned, and dropout is requested only when ``dropout > 0`` in
+    training mode (``dropout_p = 0`` otherwise: no dropout kernel at test time).  Without padding the result is
+    equal to the parent's up to float rounding.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, kdim: Optional[int] = None,
+                 vdim: Optional[int] = None):
+        super().__init__(embed_dim, num_heads, dropout=dropout, kdim=kdim, vdim=vdim, batch_first=True)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: Optional[torch.Tensor] = None, need_weights: bool = False
+                ) -> Tuple[torch.Tensor, None]:
+        """``query`` (B, L, E), ``key`` (B, S, kdim), ``value`` (B, S, vdim), ``key_padding_mask`` (B, S) bool
+        with True = ignore.  Returns ``(output (B, L, E), None)``, as the parent with ``need_weights=False``."""
+        if need_weights:
+            raise ValueError("FusedMultiheadAttention returns no attention weights (need_weights must be False)")
+        batch, length, _ = query.shape
+        heads, head_dim = self.num_heads, self.head_dim
+        if self._qkv_same_embed_dim:
+            w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        else:
+            w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
+        q = F.linear(query, w_q, b_q).view(batch, length, heads, head_dim).transpose(1, 2)
+        k = F.linear(key, w_k, b_k).view(batch, key.shape[1], heads, head_dim).transpose(1, 2)
+        v = F.linear(value, w_v, b_v).view(batch, value.shape[1], heads, head_dim).transpose(1, 2)
+        attn_mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+        dropout_p = self.dropout if self.training and self.dropout > 0 else 0.0
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        return self.out_proj(attended.transpose(1, 2).reshape(batch, length, self.embed_dim)), None
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -12,7 +52,7 @@ class TransformerEncoderLayer(nn.Module):
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float):
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.self_attn = FusedMultiheadAttention(d_model, nhead, dropout=dropout)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
@@ -50,8 +90,8 @@ class TransformerDecoderLayer(nn.Module):
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float):
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
-        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.self_attn = FusedMultiheadAttention(d_model, nhead, dropout=dropout)
+        self.multihead_attn = FusedMultiheadAttention(d_model, nhead, dropout=dropout)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)

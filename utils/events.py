@@ -6,7 +6,7 @@ import logging
 import os
 import statistics
 from collections import defaultdict, deque
-from typing import IO, Deque, Dict, Optional, Tuple
+from typing import IO, Deque, Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -22,23 +22,46 @@ class EventStorage:
 
     ``smoothing_hint=True`` asks writers to publish the median over their window (noisy per-step losses);
     ``False`` publishes the latest value (learning rate, evaluation metrics).
+
+    A value may be a scalar tensor on any device: it is kept as it is (recording never waits for the device) and
+    all tensors recorded since the last read are copied to the host together, in one go, when a scalar is first
+    read (by a writer, every log period).
     """
 
     def __init__(self, start_iter: int = 0, history_length: int = 1000) -> None:
         self.iter = start_iter
         self._history: Dict[str, Deque[Tuple[float, int]]] = defaultdict(lambda: deque(maxlen=history_length))
         self._smoothing_hints: Dict[str, bool] = {}
+        self._unread: List[Tuple[str, torch.Tensor, int]] = []  # tensor values not copied to the host yet
 
-    def put_scalar(self, name: str, value: float, smoothing_hint: bool = True) -> None:
-        value = float(value.item() if isinstance(value, torch.Tensor) else value)
-        self._history[name].append((value, self.iter))
+    def put_scalar(self, name: str, value: Union[float, torch.Tensor], smoothing_hint: bool = True,
+                   iteration: Optional[int] = None) -> None:
+        """Record ``value`` for ``iteration`` (default: the current one); a tensor stays where it is until read."""
+        iteration = self.iter if iteration is None else int(iteration)
+        if isinstance(value, torch.Tensor):
+            self._unread.append((name, value.detach().reshape(()), iteration))
+        else:
+            self._history[name].append((float(value), iteration))
         self._smoothing_hints.setdefault(name, smoothing_hint)
 
-    def put_scalars(self, smoothing_hint: bool = True, **values: float) -> None:
+    def put_scalars(self, smoothing_hint: bool = True, iteration: Optional[int] = None,
+                    **values: Union[float, torch.Tensor]) -> None:
         for name, value in values.items():
-            self.put_scalar(name, value, smoothing_hint=smoothing_hint)
+            self.put_scalar(name, value, smoothing_hint=smoothing_hint, iteration=iteration)
+
+    def _read_tensors(self) -> None:
+        """Copy every unread tensor value to the host (one copy per device) and file it in the history."""
+        unread, self._unread = self._unread, []
+        by_device: Dict[torch.device, List[Tuple[str, torch.Tensor, int]]] = defaultdict(list)
+        for entry in unread:
+            by_device[entry[1].device].append(entry)
+        for entries in by_device.values():
+            values = torch.stack([value.float() for _, value, _ in entries]).tolist()
+            for (name, _, iteration), value in zip(entries, values):
+                self._history[name].append((value, iteration))
 
     def has(self, name: str) -> bool:
+        self._read_tensors()
         return name in self._history and len(self._history[name]) > 0
 
     def latest(self, name: str) -> Tuple[float, int]:
@@ -48,11 +71,13 @@ class EventStorage:
         return self._history[name][-1]
 
     def median(self, name: str, window: int) -> float:
+        self._read_tensors()
         values = [value for value, _ in list(self._history[name])[-window:]]
         return statistics.median(values)
 
     def latest_with_smoothing(self, window: int) -> Dict[str, Tuple[float, int]]:
         """Every scalar's publishable value and the iteration of its newest record."""
+        self._read_tensors()
         result = {}
         for name, records in self._history.items():
             if not records:

@@ -84,3 +84,27 @@ def test_fp16_step_with_overflowing_gradients_is_skipped_counted_and_logged(capl
     assert any("step skipped" in r.getMessage() and "1024 -> 512" in r.getMessage() for r in caplog.records)
     trainer.train(1, 2)  # the next, finite step goes through at the lower scale
     assert model.p.item() == pytest.approx(1.0 - 0.1 * 3.0)
+
+
+def test_trainer_checkpoints_and_resumes_the_grad_scaler(tmp_path, monkeypatch):
+    # fp16 autocast needs a GPU in the trainer; the scaler's bookkeeping (scaled backward, unscale, step, state in
+    # the checkpoint) is the same on the CPU, so the trainer is given a CPU GradScaler here.
+    from engine import trainer as trainer_module
+    from tests.engine_standins import StandInTrainer, tiny_cfg
+
+    monkeypatch.setattr(trainer_module, "build_amp",
+                        lambda cfg: (None, torch.amp.GradScaler("cpu", init_scale=256.0, growth_interval=4)))
+    cfg = tiny_cfg(str(tmp_path))
+    torch.manual_seed(cfg.SEED)
+    trainer = StandInTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    # 6 finite steps with growth every 4: the scale doubled once, nothing was skipped.
+    assert trainer.grad_scaler.get_scale() == 512.0 and trainer.amp_skipped_steps == 0
+    saved = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert saved["grad_scaler"]["scale"] == 512.0 and saved["grad_scaler"]["_growth_tracker"] == 2
+    early = torch.load(tmp_path / "model_0000001.pth", weights_only=True)["grad_scaler"]
+    assert early["scale"] == 256.0 and early["_growth_tracker"] == 2
+    resumed = StandInTrainer(cfg)
+    resumed.checkpointer.load(str(tmp_path / "model_0000001.pth"))
+    assert resumed.grad_scaler.get_scale() == 256.0 and resumed.grad_scaler._get_growth_tracker() == 2
