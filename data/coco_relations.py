@@ -356,7 +356,7 @@ def read_coco_relations(path: str, image_root: Optional[str] = None, what: Optio
     problems = check_coco_relations(data, image_root)
     if problems:
         raise ValueError(f"{what + ': ' if what else ''}{path} has {len(problems)} kind(s) of problem "
-                         f"(run tools/check_dataset.py --json {path} for the report):\n"
+                         f"(the report of tools/check_dataset.py --json {path}):\n"
                          + format_problems(path, problems))
     return parse_coco_relations(data, path)
 
