@@ -101,9 +101,9 @@ class SceneGraphCriterion(nn.Module):
 
     For each branch and layer: class cross-entropy over all queries (unmatched queries → the last, "no object" /
     "no relation" class; DETR's weighted mean), and over the matched queries L1 and GIoU losses of the boxes summed
-    and divided by the number of matched relations, Σ min(Q, T) (averaged over processes when distributed).  The returned
-    dict holds ``loss_{sub,obj,rel}_{ce,l1,giou}_{layer}``, already multiplied by their weights, so the total
-    loss is their sum.  Besides the matcher's single copy of the cost matrices, nothing waits for the device.
+    and divided by the number of matched relations, Σ min(Q, T) (averaged over processes when distributed).  The
+    returned dict holds ``loss_{sub,obj,rel}_{ce,l1,giou}_{layer}``, already multiplied by their weights, so the
+    total loss is their sum.  Besides the matcher's single copy of the cost matrices, nothing waits for the device.
     """
 
     def __init__(self, num_classes: int, num_relation_classes: int, matcher: HungarianTripletMatcher,
