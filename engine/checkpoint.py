@@ -77,23 +77,25 @@ def has_resumable_checkpoint(directory: str) -> bool:
                                 or bool(resumable_checkpoint_files(directory)))
 
 
-def probe_checkpoint(path: str) -> Dict[str, Any]:
+def probe_checkpoint(path: str, what: str = "checkpoint") -> Dict[str, Any]:
     """Read ``path``'s structure without loading its tensors (``torch.load(mmap=True)``: the pickle and the zip
     directory, which a truncated file has lost); returns the checkpoint dict (tensors memory-mapped).  Files in
     the legacy (non-zip) format are loaded in full.  Raises ``FileNotFoundError`` or
-    :class:`utils.serialization.UnsafeFileError` naming the file."""
+    :class:`utils.serialization.UnsafeFileError` naming ``what`` and the file."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Checkpoint not found: {path}")
+        raise FileNotFoundError(f"Checkpoint not found: {path}" + (f" ({what})" if what != "checkpoint" else ""))
     if not zipfile.is_zipfile(path):
-        head = open(path, "rb").read(4)
-        if head[:2] == b"PK" or not head:  # a zip archive cut short (or an empty file)
-            raise UnsafeFileError(f"checkpoint {path} is not a complete torch file (its zip directory is missing)")
-        return load_tensor_file(path, "checkpoint")
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head[:2] == b"PK" or not head:  # a zip archive cut short, or an empty file
+            raise UnsafeFileError(f"{what} {path} is corrupt or truncated (its zip directory is missing)")
+        return load_tensor_file(path, what)
     with torch.serialization.safe_globals(SAFE_GLOBALS):
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as error:
-            raise UnsafeFileError(f"checkpoint {path} cannot be read as a tensor-only torch file: {error}") from error
+            raise UnsafeFileError(f"{what} {path} is corrupt or truncated, or not a tensor-only torch file "
+                                  f"({_reason(error)})") from error
 
 
 def _reason(error: BaseException) -> str:
@@ -254,7 +256,7 @@ class ModelCheckpointer(Checkpointer):
             try:
                 iteration = probe_checkpoint(candidate).get("iteration")
             except (UnsafeFileError, FileNotFoundError) as error:
-                problem = f"checkpoint {candidate} is corrupt or truncated ({_reason(error)})"
+                problem = str(error)
                 self.logger.warning("%s", problem)
                 problems.append(problem)
                 continue
@@ -279,6 +281,10 @@ class ModelCheckpointer(Checkpointer):
     def _try_load(self, path: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
         """(checkpoint, None) after loading ``path`` into the model and checkpointables, or (None, the problem)
         when the file cannot be read; other errors (shape mismatches) propagate."""
+        try:
+            probe_checkpoint(path)  # cheap, and names a truncation plainly
+        except UnsafeFileError as error:
+            return None, str(error)
         try:
             checkpoint = self.load(path)
         except UnsafeFileError as error:
