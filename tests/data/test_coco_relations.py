@@ -257,3 +257,19 @@ def test_structural_problems_and_a_clean_file(tmp_path):
     line = format_problems("f.json", check_coco_relations(many))
     assert line == ("f.json: unknown_category: 8 annotations have a category_id that is not in categories "
                     "(first annotation ids: 100, 101, 102, 103, 200, ...)")
+
+
+@pytest.mark.parametrize("data", [
+    {"images": [None, 1, "x", {"id": True, "file_name": "a.jpg", "width": 1, "height": 1}], "annotations": [None],
+     "categories": [None], "rel_categories": [[1]], "rel_annotations": ["r"]},
+    {"images": [{"id": 1, "file_name": "a.jpg", "width": float("nan"), "height": "1"}],
+     "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": ["0", 0, 1, 1]},
+                     {"id": 2, "image_id": [1], "category_id": {}, "bbox": [0, 0, float("inf"), 1], "iscrowd": "0"}],
+     "categories": [{"id": [1], "name": "x"}], "rel_categories": [{"id": 1.5, "name": "y"}],
+     "rel_annotations": [{"id": 1, "image_id": 1, "subject_id": [2], "object_id": None, "predicate_id": 1}]},
+    {"images": {}, "annotations": "x", "categories": 3, "rel_categories": None, "rel_annotations": []},
+])
+def test_nonsense_is_reported_never_raised(data):
+    problems = check_coco_relations(data)
+    assert problems and all(p.count >= 1 and p.examples for p in problems)
+    assert all(line.startswith("f.json: ") for line in format_problems("f.json", problems).splitlines())
