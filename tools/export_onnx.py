@@ -15,7 +15,7 @@ the torch path).  Every image of a batch shares one size (one call per size othe
 After writing the file the export is checked: onnxruntime and torch run random images of the ``--check-sizes``
 and the largest absolute difference per output is printed; it fails (exit status 1) above ``--tolerance``
 (default 1e-4).  ``MODEL.ENCODER.NAME DETR`` only: the CenterMask encoder's detection selection (data-dependent
-NMS and per-image top-k) does not trace to ONNX (docs/DIFFERENCES.md).  Uses the TorchScript exporter (opset 17).
+NMS and per-image top-k) does not trace to ONNX.  Uses the TorchScript exporter (opset 17).
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def export(cfg, output: str, example_size: Tuple[int, int] = (224, 320)) -> str:
                          "is exported")
     if cfg.MODEL.ENCODER.NAME != "DETR":
         raise ValueError(f"MODEL.ENCODER.NAME {cfg.MODEL.ENCODER.NAME!r}: only the DETR encoder exports to ONNX "
-                         "(the CenterMask encoder's detection selection is data-dependent; see docs/DIFFERENCES.md)")
+                         "(the CenterMask encoder's detection selection has data-dependent sizes)")
     if not cfg.MODEL.WEIGHTS:
         raise ValueError("MODEL.WEIGHTS is empty: pass the checkpoint to export, e.g. MODEL.WEIGHTS model_final.pth")
     model = build_model(cfg).to("cpu").eval()
