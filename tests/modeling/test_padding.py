@@ -24,7 +24,8 @@ def test_resnet_batches_pad_to_the_largest_image_and_fpn_batches_to_multiples_of
     tensor, _, _ = vovnet.preprocess_images(items((50, 70), (61, 45)))
     assert vovnet.size_divisibility == 32 and tuple(tensor.shape) == (2, 3, 64, 96)
     # The ResNet's res5 of a 61 x 70 batch is ceil(61/32) x ceil(70/32) = 2 x 3 cells.
-    assert tuple(resnet.backbone(tensor[:, :, :61, :70])["res5"].shape[-2:]) == (2, 3)
+    with torch.no_grad():
+        assert tuple(resnet.backbone(torch.zeros(1, 3, 61, 70))["res5"].shape[-2:]) == (2, 3)
 
 
 def test_feature_mask_keeps_ceil_of_each_image_over_the_stride():
