@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from engine.checkpoint import ModelCheckpointer, restore_rng_state
 from engine.hooks import BestCheckpointer, EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer
 from engine.hooks import PeriodicWriter
+from engine.launch import USER_ERRORS, user_error_message
 from engine.solver import build_lr_scheduler, build_optimizer, clip_gradients
 from engine.train_loop import HookBase, SimpleTrainer
 from utils import comm
@@ -67,6 +68,19 @@ def compile_options(cfg) -> Dict[str, str]:
     defaults)."""
     return {key: value for key, value in (("mode", cfg.MODEL.COMPILE_MODE), ("backend", cfg.MODEL.COMPILE_BACKEND))
             if value}
+
+
+class _UserErrorWithoutTraceback(logging.Filter):
+    """The training loop logs the exception that stopped it with its traceback; a user error
+    (``engine.launch.USER_ERRORS``: bad data, a full disk) is logged as its message only, as the command prints it
+    (one ``error:`` line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, USER_ERRORS):
+            record.msg, record.args = f"{record.getMessage()} {user_error_message(error)}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 class Trainer(SimpleTrainer):
@@ -151,7 +165,13 @@ class Trainer(SimpleTrainer):
         self.data_loader = self.build_train_loader(self.cfg, self.start_iter)
         self._data_iter = None
         self._restore_rng_states()
-        super().train(self.start_iter, self.max_iter)
+        loop_logger = logging.getLogger(SimpleTrainer.__module__)
+        quiet = _UserErrorWithoutTraceback()
+        loop_logger.addFilter(quiet)
+        try:
+            super().train(self.start_iter, self.max_iter)
+        finally:
+            loop_logger.removeFilter(quiet)
 
     def run_step(self) -> None:
         try:

@@ -187,12 +187,16 @@ def test_quota_and_io_errors_name_the_file_and_the_reason(tmp_path, monkeypatch,
     assert os.listdir(tmp_path) == ["ok.bin"]
 
 
-def test_the_training_command_reports_a_full_disk_as_one_error_line(tmp_path, monkeypatch, capsys):
-    """The save after iteration 3 finds the disk full: the run stops with one ``error:`` line (exit status 2) and
-    the checkpoint of iteration 1 is what --resume will use."""
+def test_the_training_command_reports_a_full_disk_as_one_error_line(tmp_path, monkeypatch, capsys, caplog):
+    """The save after iteration 3 finds the disk full: the run stops with one ``error:`` line (exit status 2), the
+    log says why without a traceback, and the checkpoint of iteration 1 is what --resume will use."""
     out = str(tmp_path / "out")
     monkeypatch.setattr(utils.file_io, "open", _full_disk_open("model_0000003.pth", 100), raising=False)
-    status = run_command_line(_train, tiny_cfg(out, "TEST.EVAL_PERIOD", 0))
+    with caplog.at_level(logging.ERROR):
+        status = run_command_line(_train, tiny_cfg(out, "TEST.EVAL_PERIOD", 0))
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert record.getMessage().startswith("Exception during training at iteration 3: cannot save checkpoint ")
+    assert record.exc_info is None and "Traceback" not in caplog.text
     err = capsys.readouterr().err
     assert status == 2
     lines = [line for line in err.splitlines() if line.startswith("error: ")]

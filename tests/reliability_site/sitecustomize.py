@@ -6,8 +6,8 @@ unless ``RELIABILITY_KILL_AT`` is set; the project's code never imports this fil
 
 ``RELIABILITY_KILL_AT=<point>:<argument>[@<rank>]`` (only in process ``<rank>`` when given, default: every process):
 
-* ``step:<i>`` mid-iteration ``i``: after the forward pass and the loss check, before backward and the optimizer
-  step;
+* ``step:<i>`` mid-iteration ``i``: after the forward pass and the recording of its losses, before backward and
+  the optimizer step;
 * ``eval:<i>`` during the evaluation after iteration ``i``, once the evaluator has processed its first image;
 * ``checkpoint:<name>`` while ``<name>.pth`` is being written: half of its bytes are in the temporary file.
 
@@ -40,14 +40,19 @@ def _in_target_rank(rank: str) -> bool:
 def _kill_mid_step(iteration: int, rank: str) -> None:
     from engine.train_loop import SimpleTrainer
 
-    check_losses = SimpleTrainer._check_finite_and_record
+    # The step's loss bookkeeping, called after the forward pass and before backward (its name changed once: a
+    # kill switch that finds neither must fail, not silently let the run finish).
+    name = next((n for n in ("_record_losses", "_check_finite_and_record") if hasattr(SimpleTrainer, n)), None)
+    if name is None:
+        raise AttributeError("RELIABILITY_KILL_AT step: SimpleTrainer has no _record_losses to hook")
+    record_losses = getattr(SimpleTrainer, name)
 
-    def check_then_die(self, loss_dict, data_time):
-        check_losses(self, loss_dict, data_time)
+    def record_then_die(self, loss_dict, data_time):
+        record_losses(self, loss_dict, data_time)
         if self.iter == iteration and _in_target_rank(rank):
             _die()
 
-    SimpleTrainer._check_finite_and_record = check_then_die
+    setattr(SimpleTrainer, name, record_then_die)
 
 
 def _kill_mid_evaluation(iteration: int, rank: str) -> None:
