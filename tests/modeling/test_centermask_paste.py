@@ -179,3 +179,16 @@ def test_scene_graph_model_with_paste_trains_and_predicts():
     with torch.no_grad():
         (prediction,) = model(batch)
     assert prediction["rel_scores"].shape[1] == cfg.MODEL.DETR.NUM_RELATION_CLASSES
+
+
+def test_paste_traces_as_one_graph_for_torch_compile():
+    """The paste has no data-dependent shapes or host synchronisation: dynamo traces it without a graph break."""
+    torch._dynamo.reset()
+    compiled = torch.compile(paste_maps, backend="eager", fullgraph=True, dynamic=False)
+    generator = torch.Generator().manual_seed(2)
+    feature_map = torch.randn(2, 3, 4, 5, generator=generator)
+    maps = torch.randn(2, 3, 3, 28, 28, generator=generator)
+    boxes = torch.tensor([[[0.0, 0.0, 100.0, 64.0], [-1.0, 0.0, 10.0, 10.0], [32.0, 32.0, 170.0, 140.0]]] * 2)
+    valid = torch.tensor([[True, True, True], [True, False, True]])
+    torch.testing.assert_close(compiled(feature_map, maps, boxes, valid, 32),
+                               paste_maps(feature_map, maps, boxes, valid, 32))
