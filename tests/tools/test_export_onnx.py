@@ -18,7 +18,7 @@ def world(tmp_path_factory):
 def exported(world, tmp_path_factory):
     folder = tmp_path_factory.mktemp("onnx")
     weights = save_initialised_model(tiny_cfg(world), str(folder / "tiny.pth"))
-    argv = ["--config-file", TINY_CONFIG, "--output", str(folder / "tiny.onnx"), "--check-sizes", "224x320,161x250",
+    argv = ["--config-file", TINY_CONFIG, "--output", str(folder / "tiny.onnx"), "--check-sizes", "128x160,97x130",
             *world, "MODEL.WEIGHTS", weights]
     return argv, weights, str(folder / "tiny.onnx")
 
@@ -27,7 +27,7 @@ def test_export_matches_torch_at_two_sizes(world, exported, capsys):
     argv, weights, path = exported
     assert export_onnx.main(argv) == 0
     printed = capsys.readouterr().out
-    assert f"wrote {path}; onnxruntime vs torch at 224x320, 161x250: max abs diff subject_logits" in printed
+    assert f"wrote {path}; onnxruntime vs torch at 128x160, 97x130: max abs diff subject_logits" in printed
     cfg = tiny_cfg(world, TINY_CONFIG, "MODEL.WEIGHTS", weights)
     worst = export_onnx.check(cfg, path, [(96, 128), (130, 70)], seed=1)  # sizes the export never saw
     assert sorted(worst) == sorted(export_onnx.OUTPUT_NAMES)
@@ -42,7 +42,7 @@ def test_predict_on_onnxruntime_equals_torch(world, exported, tmp_path):
         assert export_onnx.main(argv) == 0
     images = world[1]
     common = ["--config-file", TINY_CONFIG, "--input", images, "--format", "jsonl", "--top-k", "8", *world,
-              "MODEL.WEIGHTS", weights]
+              "MODEL.WEIGHTS", weights, "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "128"]
     assert predict.main(common[:4] + ["--output", str(tmp_path / "torch.jsonl")] + common[4:]) == 0
     assert predict.main(common[:4] + ["--output", str(tmp_path / "onnx.jsonl"), "--onnx", path] + common[4:]) == 0
     runs = [{r["file_name"]: r for r in map(json.loads, open(tmp_path / f"{name}.jsonl"))} for name in ("torch",
