@@ -190,7 +190,7 @@ def test_training_command_rejects_bad_input(case, world, tiny_weights, tmp_path,
 def test_more_processes_than_gpus(world, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    argv = ["--num-gpus", "3", *_train_argv(world, tmp_path, "MODEL.DEVICE", "cuda")]
+    argv = ["--num-gpus", "3", *_train_argv(world, tmp_path, "MODEL.DEVICE", "cuda", "SOLVER.IMS_PER_BATCH", "3")]
     message = _the_error(capsys, train_iterative_model.command_line(argv))
     assert "--num-gpus 3 asks for more GPUs than this machine has (1)" in message
     assert not (tmp_path / "out").exists()
