@@ -67,7 +67,7 @@ class PeriodicCheckpointer(HookBase):
 
     def __init__(self, checkpointer: ModelCheckpointer, period: int, max_to_keep: int = 0) -> None:
         if max_to_keep < 0:
-            raise ValueError(f"SOLVER.CHECKPOINT_MAX_TO_KEEP must be >= 0 (0 keeps every checkpoint), got {max_to_keep}")
+            raise ValueError(f"SOLVER.CHECKPOINT_MAX_TO_KEEP must be >= 0 (0 keeps all), got {max_to_keep}")
         self.checkpointer = checkpointer
         self.period = period
         self.max_to_keep = max_to_keep
