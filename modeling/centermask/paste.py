@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fcos import FCOS_LEVELS, build_fcos
-from .roi_features import assign_boxes_to_levels, multilevel_roi_align
+from .roi_features import assign_boxes_to_levels, image_areas_of_rois, multilevel_roi_align
 from .spatial_attention import SpatialAttention
 
 ROI_LEVELS = (3, 4, 5)  # CenterMask pools RoIs from P3-P5 only (k_max = 5)
@@ -177,9 +177,8 @@ class CenterMaskPaste(nn.Module):
         num_slots = detections.boxes.shape[1]
         boxes = detections.boxes.reshape(-1, 4)
         image_idx = torch.arange(batch, device=boxes.device).repeat_interleave(num_slots)
-        areas = torch.tensor([float(h * w) for h, w in image_sizes], dtype=boxes.dtype, device=boxes.device)
-        levels = assign_boxes_to_levels(boxes, areas[image_idx], ROI_LEVELS[0], ROI_LEVELS[-1])
         rois = torch.cat((image_idx[:, None].to(boxes.dtype), boxes), dim=1)
+        levels = assign_boxes_to_levels(boxes, image_areas_of_rois(rois, image_sizes), ROI_LEVELS[0], ROI_LEVELS[-1])
         roi_features = multilevel_roi_align(
             {level: features[f"p{level}"] for level in ROI_LEVELS}, rois, levels, self.roi_resolution
         )
