@@ -98,6 +98,7 @@ def _cpu_command(output_dir, *extra):
 
 def test_train_then_resume_then_eval_only_on_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(train_iterative_model, "SceneGraphTrainer", StandInTrainer)
+    monkeypatch.setattr(train_iterative_model, "check_inputs", lambda cfg, args: None)  # stand-ins read no dataset
     monkeypatch.setattr(StandInTrainer, "METRIC_BY_STEP", {2: 0.3, 4: 0.6, 6: 0.45})
     out = tmp_path / "out"
     results = train_iterative_model.run(_cpu_command(out))
@@ -125,6 +126,7 @@ def test_train_then_resume_then_eval_only_on_cpu(tmp_path, monkeypatch):
 
 def test_eval_only_without_any_weights_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(train_iterative_model, "SceneGraphTrainer", StandInTrainer)
+    monkeypatch.setattr(train_iterative_model, "check_inputs", lambda cfg, args: None)  # stand-ins read no dataset
     with pytest.raises(ValueError, match="--eval-only needs weights"):
         train_iterative_model.run(["--resume", "--eval-only", *_cpu_command(tmp_path)])
 
@@ -132,6 +134,7 @@ def test_eval_only_without_any_weights_is_a_clear_error(tmp_path, monkeypatch):
 def test_too_many_gpus_fails_before_starting_anything(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(train_iterative_model, "check_inputs", lambda cfg, args: None)  # no dataset files here
     with pytest.raises(RuntimeError, match="--num-gpus 3 asks for more GPUs than this machine has"):
         train_iterative_model.run(["--num-gpus", "3", "OUTPUT_DIR", str(tmp_path)])
     assert not os.listdir(tmp_path)
