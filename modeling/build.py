@@ -1,6 +1,7 @@
 """``build_model(cfg)``: the network named by ``MODEL.META_ARCHITECTURE`` on ``MODEL.DEVICE``."""
 from typing import Optional, Sequence
 
+import torch
 from torch import nn
 
 from .backbone import build_backbone
@@ -26,4 +27,6 @@ def build_model(cfg, predicate_counts: Optional[Sequence[int]] = None) -> nn.Mod
     if name not in META_ARCHITECTURES:
         raise ValueError(f"MODEL.META_ARCHITECTURE {name!r} is unknown; choose from {sorted(META_ARCHITECTURES)}")
     model = META_ARCHITECTURES[name](cfg, build_backbone(cfg), predicate_counts=predicate_counts)
+    if cfg.MODEL.CHANNELS_LAST:  # convolution weights (and so their outputs) in NHWC: faster oneDNN/cuDNN kernels
+        model = model.to(memory_format=torch.channels_last)
     return model.to(cfg.MODEL.DEVICE)

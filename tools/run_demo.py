@@ -29,6 +29,12 @@ def dataset_overrides(data_dir: str) -> list:
     return [str(v) for v in config_overrides(data_dir, record)]
 
 
+def training_threads(cores: int, load: float) -> int:
+    """CPU threads for training: the cores the machine's 1-minute load leaves idle, at least 1 (two threads on
+    a busy machine wait for each other at every parallel operator, which slowed steps several-fold here)."""
+    return max(1, min(cores, int(cores - load + 0.5)))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="output/demo_data", help="where the synthetic world is written")
@@ -55,8 +61,14 @@ def main(argv=None) -> int:
     overrides = dataset_overrides(args.data_dir) + ["OUTPUT_DIR", args.output_dir] + list(args.opts)
     print(f"==> [2/3] training {os.path.relpath(args.config_file, ROOT)} on the CPU, then evaluating VG_test",
           flush=True)
+    env = dict(os.environ)
+    if "OMP_NUM_THREADS" not in env:
+        cores, load = os.cpu_count() or 1, os.getloadavg()[0]
+        env["OMP_NUM_THREADS"] = str(training_threads(cores, load))
+        print(f"    {env['OMP_NUM_THREADS']} training thread(s): load {load:.1f} on {cores} cores "
+              "(OMP_NUM_THREADS overrides)", flush=True)
     subprocess.run([python, os.path.join(ROOT, "train_iterative_model.py"), "--resume", "--num-gpus", "1",
-                    "--config-file", args.config_file] + overrides, check=True)
+                    "--config-file", args.config_file] + overrides, check=True, env=env)
 
     print(f"==> [3/3] drawing training curves and scene graphs under {args.output_dir}/demo", flush=True)
     from configs.defaults import get_cfg
