@@ -57,7 +57,7 @@ def select_detections(
     start = 0
     for count in num_anchors_per_level:
         level_scores = ranked[:, start : start + count].flatten(1)  # (B, count * C)
-        top_scores, top_idx = level_scores.topk(min(pre_nms_topk, level_scores.shape[1]), dim=1)
+        top_scores, top_idx = level_scores.topk(_at_most(level_scores.shape[1], pre_nms_topk), dim=1)
         candidate_scores.append(top_scores)
         candidate_anchors.append(top_idx + start * num_classes)
         start += count
@@ -69,22 +69,21 @@ def select_detections(
     boxes = box_coder.decode(distances, anchors[anchor_idx])  # (B, N, 4)
     keep = candidate_scores >= 0
     if clip_before_nms:
-        sizes = torch.tensor(image_sizes, dtype=torch.float32, device=device)  # (B, 2) as (h, w)
+        sizes = image_sizes_tensor(image_sizes, torch.float32, device)  # (B, 2) as (h, w)
         upper = sizes.flip(1).repeat(1, 2)[:, None, :]  # (B, 1, 4) = (w, h, w, h)
         boxes = torch.minimum(boxes.clamp(min=0), upper)
-        keep &= (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+        keep = keep & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
     image_idx, candidate_idx = keep.nonzero(as_tuple=True)
     kept_boxes = boxes[image_idx, candidate_idx]
     kept_scores = candidate_scores[image_idx, candidate_idx]
     kept_labels = labels[image_idx, candidate_idx]
     survivors = batched_nms(kept_boxes, kept_scores, image_idx * num_classes + kept_labels, nms_thresh)
 
-    # Survivors come best first; a stable sort by image keeps that order within each image.
-    survivors = survivors[torch.sort(image_idx[survivors], stable=True).indices]
+    # Survivors come best first: a survivor's rank in its image is the number of survivors of that image before it
+    # (a running count per image: no sort, so it exports to ONNX).
     survivor_image = image_idx[survivors]
-    per_image = torch.bincount(survivor_image, minlength=num_images)
-    first_of_image = per_image.cumsum(0) - per_image
-    rank = torch.arange(len(survivors), device=device) - first_of_image[survivor_image]
+    same_image = (survivor_image[:, None] == torch.arange(num_images, device=device)).long()  # (S, B)
+    rank = (same_image.cumsum(0) - 1).gather(1, survivor_image[:, None]).squeeze(1)
     taken = rank < detections_per_image
     survivors, survivor_image, rank = survivors[taken], survivor_image[taken], rank[taken]
 
@@ -98,3 +97,18 @@ def select_detections(
     out_labels[survivor_image, rank] = kept_labels[survivors]
     padding_mask[survivor_image, rank] = False
     return Detections(out_boxes, out_scores, out_labels, padding_mask)
+
+
+def _at_most(count, cap: int):
+    """``min(count, cap)`` for a size: an int in eager mode, a tensor while tracing (then the minimum is part of the
+    exported graph, so it follows the image size)."""
+    return torch.clamp(count, max=cap) if isinstance(count, Tensor) else min(count, cap)
+
+
+def image_sizes_tensor(image_sizes, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(B, 2) (h, w) of ``image_sizes``: a list of (h, w) per image, or already a (B, 2) tensor (what
+    ``tools/export_onnx.py`` passes, so that the sizes follow the traced input's shape instead of being frozen into
+    the ONNX graph as constants)."""
+    if isinstance(image_sizes, Tensor):
+        return image_sizes.to(dtype=dtype, device=device)
+    return torch.tensor(image_sizes, dtype=dtype, device=device)

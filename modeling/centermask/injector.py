@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from .box_embedding import BoxSineEmbedding
 from .fcos import FCOS_LEVELS, build_fcos, check_fcos_channels
+from .fcos_postprocess import image_sizes_tensor
 from .roi_features import assign_boxes_to_levels, image_areas_of_rois, multilevel_roi_align
 from .spatial_attention import SpatialAttention
 
@@ -80,7 +81,7 @@ class CenterMaskInjector(nn.Module):
             {level: features[f"p{level}"] for level in ROI_LEVELS}, rois, levels, self.roi_resolution
         )
         detection_tokens = self.token_proj(self.spatial_attention(roi_features))
-        sizes = torch.tensor(image_sizes, dtype=boxes.dtype, device=boxes.device)
+        sizes = image_sizes_tensor(image_sizes, boxes.dtype, boxes.device)
         detection_pos = self.box_embedding(boxes, sizes[image_idx])
 
         slots = detections.padding_mask.shape

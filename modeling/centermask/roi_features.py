@@ -4,6 +4,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import roi_align
 
+from .fcos_postprocess import image_sizes_tensor
+
 
 def assign_boxes_to_levels(boxes: Tensor, image_areas: Tensor, min_level: int, max_level: int) -> Tensor:
     """CenterMask's scale-adaptive RoI assignment (Lee & Park 2020, eq. 1): k = ⌈k_max − log2(A_image / A_box)⌉,
@@ -33,7 +35,7 @@ def multilevel_roi_align(
     output_size), differentiable in ``features`` (not in ``rois``).
     """
     channels = next(iter(features.values())).shape[1]
-    pooled = rois.new_zeros(len(rois), channels, output_size, output_size)
+    pooled = rois.new_zeros(rois.shape[0], channels, output_size, output_size)
     for level, feature_map in features.items():
         index = torch.nonzero(levels == level).squeeze(1)
         level_pooled = roi_align(
@@ -48,7 +50,8 @@ def multilevel_roi_align(
     return pooled
 
 
-def image_areas_of_rois(rois: Tensor, image_sizes: list[tuple[int, int]]) -> Tensor:
-    """(N,) unpadded area h * w of the image each RoI (row: image index, x1, y1, x2, y2) belongs to."""
-    areas = torch.tensor([float(h * w) for h, w in image_sizes], dtype=rois.dtype, device=rois.device)
-    return areas[rois[:, 0].long()]
+def image_areas_of_rois(rois: Tensor, image_sizes) -> Tensor:
+    """(N,) unpadded area h * w of the image each RoI (row: image index, x1, y1, x2, y2) belongs to; ``image_sizes``
+    a list of (h, w) or a (B, 2) tensor."""
+    sizes = image_sizes_tensor(image_sizes, rois.dtype, rois.device)
+    return (sizes[:, 0] * sizes[:, 1])[rois[:, 0].long()]

@@ -77,3 +77,13 @@ def test_boxes_clipped_to_nothing_are_dropped():
     detections = _select(outputs, [(32, 5)])  # box C spans x 6..40: nothing of it is left in a 5-pixel-wide image
     assert torch.equal(detections.labels[0], torch.tensor([1, 2, -1, -1]))
     torch.testing.assert_close(detections.boxes[0, 0], torch.tensor([0.0, 0.0, 5.0, 20.0]))
+
+
+def test_image_sizes_as_a_tensor_equal_the_list():
+    """tools/export_onnx.py passes the sizes as a (B, 2) tensor (traced from the input's shape): same detections."""
+    outputs, _ = _head_outputs(batch=2)
+    as_list = _select(outputs, [(32, 32), (16, 32)])
+    as_tensor = _select(outputs, torch.tensor([[32, 32], [16, 32]]))
+    for expected, got in zip(as_list, as_tensor):
+        assert torch.equal(expected, got)
+    assert as_tensor.boxes[1, 2, 3] == 16  # clipped to the tensor's h
