@@ -319,7 +319,8 @@ class BenchmarkedModel:
 
 
 def benchmark_config(cfg, config_name: str, amp_dtype: Optional[torch.dtype], batch_size: int,
-                     size: Tuple[int, int], warmup: int, iters: int, profile: bool) -> Result:
+                     size: Tuple[int, int], warmup: int, iters: int, profile: bool, count_ops: bool = False
+                     ) -> Result:
     """Every measurement of one config; with ``profile`` also prints the training-step profile.  A progress line
     after each phase (with the seconds since the start, compilation included) shows where a slow run is."""
     start = time.perf_counter()
@@ -337,9 +338,11 @@ def benchmark_config(cfg, config_name: str, amp_dtype: Optional[torch.dtype], ba
                           median_ms(bench.train_step, device, 0, 1) / 1000.0, "s")
     train_step = measured("training step", median_ms(bench.train_step, device, max(warmup - 1, 0), iters))
     train_peak = measured("training peak memory", peak_memory_mib(bench.train_step, device), "MiB")
-    counted = profile_steps(bench, warmup=0, steps=1)
-    aten_ops = measured("ATen operators per step", sum(count_dispatched_operators(counted.events()).values()), "")
-    syncs = measured("host-device syncs per step", sum(count_step_syncs(counted.events(), 1).values()), "")
+    aten_ops = syncs = 0.0
+    if count_ops:  # one profiled step
+        counted = profile_steps(bench, warmup=0, steps=1)
+        aten_ops = measured("ATen operators per step", sum(count_dispatched_operators(counted.events()).values()), "")
+        syncs = measured("host-device syncs per step", sum(count_step_syncs(counted.events(), 1).values()), "")
     if profile:
         profile_training_step(bench, warmup=1, steps=max(1, min(iters, 3)))
 
@@ -679,6 +682,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
     parser.add_argument("--profile", action="store_true",
                         help="print a torch.profiler top-15 table of the first config's training step")
+    parser.add_argument("--count-ops", action="store_true",
+                        help="profile one training step per config: ATen operators and host-device syncs per step "
+                             "(columns ops, syncs; implied by --profile)")
     parser.add_argument("--flops", action="store_true",
                         help="only count the arithmetic (GFLOP) of backbone and transformer on meta tensors, no timing")
     parser.add_argument("--json-out", default="", help="also write the results and environment to this JSON file")
@@ -733,7 +739,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{path}: bf16 autocast is used on CUDA only (as in the trainer): running fp32 on the CPU")
         amp_dtype = torch.bfloat16 if amp and device.type == "cuda" else None
         result = benchmark_config(cfg, name, amp_dtype, args.batch, size, args.warmup, args.iters,
-                                  profile=args.profile and index == 0)
+                                  profile=args.profile and index == 0, count_ops=args.count_ops or args.profile)
         results.append(result)
         print(f"done {name}: step {result.train_step_ms:.2f} ms, backbone fwd+bwd {result.backbone_fwd_bwd_ms:.2f} ms, "
               f"inference {result.inference_ms:.2f} ms, backbone fwd {result.backbone_fwd_ms:.2f} ms", flush=True)
