@@ -32,28 +32,27 @@ STRIDE = 32
 
 
 class StandInBackbone(nn.Module):
-    """Returns a fixed random ``res5`` map (B, 2048, H/32, W/32) for any input batch; no parameters."""
+    """Returns (the first B images' rows of) one fixed random ``res5`` map, made outside any compiled region."""
 
-    def __init__(self, channels: int = 2048):
+    def __init__(self, batch: int, height: int, width: int, channels: int = 2048):
         super().__init__()
         self.channels = channels
         self.size_divisibility = STRIDE
+        generator = torch.Generator().manual_seed(0)
+        shape = (batch, channels, -(-height // STRIDE), -(-width // STRIDE))
+        self.register_buffer("feature", torch.randn(shape, generator=generator), persistent=False)
 
     def output_shape(self):
         return {"res5": (self.channels, STRIDE)}
 
     def forward(self, images: torch.Tensor):
-        batch, _, height, width = images.shape
-        generator = torch.Generator(device=images.device).manual_seed(0)
-        feature = torch.randn(batch, self.channels, height // STRIDE, width // STRIDE, generator=generator,
-                              device=images.device)
-        return {"res5": feature}
+        return {"res5": self.feature[:images.shape[0]]}
 
 
-def build(cfg):
+def build(cfg, batch: int, height: int, width: int):
     from modeling.iterative_model import IterativeSceneGraphModel
 
-    return IterativeSceneGraphModel(cfg, StandInBackbone()).to(cfg.MODEL.DEVICE)
+    return IterativeSceneGraphModel(cfg, StandInBackbone(batch, height, width)).to(cfg.MODEL.DEVICE)
 
 
 def timed(fn, device, warmup, iters):
@@ -90,7 +89,7 @@ def main(argv=None) -> int:
                                   args.compile)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = build(cfg).train()
+    model = build(cfg, args.batch, *args.size).train()
     if cfg.MODEL.COMPILE:
         model.compile_parts(**compile_options(cfg))
     batch = bench_model.synthetic_training_batch(cfg, args.batch, *args.size)
