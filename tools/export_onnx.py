@@ -9,13 +9,18 @@ The graph is the network only: a normalised image ``images`` (B, 3, h, w) float3
 backbone's size divisibility (with its padding mask, as ``ImageList`` does), then backbone, encoder, the three
 iterative decoders and the heads give the last decoder layer's ``subject_logits``, ``object_logits``,
 ``relation_logits`` (B, Q, C + 1) and ``subject_boxes``, ``object_boxes``, ``relation_boxes`` (B, Q, 4) normalised
-(cx, cy, w, h).  Resizing, NMS and ranking stay in Python (``tools/predict.py --onnx`` runs them, the same code as
-the torch path).  Every image of a batch shares one size (one call per size otherwise).
+(cx, cy, w, h).  Resizing and the scene-graph post-processing (its NMS and ranking) stay in Python
+(``tools/predict.py --onnx`` runs them, the same code as the torch path).  Every image of a batch shares one size (one call per size otherwise).
 
 After writing the file the export is checked: onnxruntime and torch run random images of the ``--check-sizes``
 and the largest absolute difference per output is printed; it fails (exit status 1) above ``--tolerance``
-(default 1e-4).  ``MODEL.ENCODER.NAME DETR`` only: the CenterMask encoder's detection selection (data-dependent
-NMS and per-image top-k) does not trace to ONNX.  Uses the TorchScript exporter (opset 17).
+(default 1e-4).  Both encoders export: DETR, and CenterMask with either fusion ("tokens" or "paste"), whose FCOS
+detection selection is part of the graph (top-k per level, class-aware NMS as ONNX ``NonMaxSuppression``, the K
+best per image in fixed slots, RoIAlign).  That NMS is torchvision's traced form (boxes offset per image and
+class, one NMS); eager torch runs the same up to torchvision's cut-off (1,000 candidate boxes on the CPU) and one
+NMS per image and class above it, which can differ only where float rounding of the offset boxes tips an IoU
+exactly at ``MODEL.CENTERMASK.NMS_THRESH``.
+Uses the TorchScript exporter (opset 17).
 """
 from __future__ import annotations
 
@@ -55,7 +60,10 @@ def exportable_network(model):
             pad_w = (width + divisor - 1) // divisor * divisor - width
             padded = F.pad(images, (0, pad_w, 0, pad_h))
             mask = F.pad(torch.zeros_like(images[:, 0], dtype=torch.bool), (0, pad_w, 0, pad_h), value=True)
-            outputs, _ = self.model.network(padded, mask, [(height, width)] * batch)
+            # The sizes as a (B, 2) tensor computed from the input's shape (a Python list would be frozen into the
+            # graph): the CenterMask encoder clips its detections to them.
+            sizes = torch.stack([torch.as_tensor(height), torch.as_tensor(width)])[None].expand(batch, 2)
+            outputs, _ = self.model.network(padded, mask, sizes)
             return tuple(outputs[name][-1] for name in OUTPUT_NAMES)
 
     return ExportableNetwork().eval()
@@ -72,9 +80,6 @@ def export(cfg, output: str, example_size: Tuple[int, int] = (224, 320)) -> str:
     if cfg.MODEL.META_ARCHITECTURE != "IterativeSceneGraphModel":
         raise ValueError(f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r}: only IterativeSceneGraphModel "
                          "is exported")
-    if cfg.MODEL.ENCODER.NAME != "DETR":
-        raise ValueError(f"MODEL.ENCODER.NAME {cfg.MODEL.ENCODER.NAME!r}: only the DETR encoder exports to ONNX "
-                         "(the CenterMask encoder's detection selection has data-dependent sizes)")
     if not cfg.MODEL.WEIGHTS:
         raise ValueError("MODEL.WEIGHTS is empty: pass the checkpoint to export, e.g. MODEL.WEIGHTS model_final.pth")
     model = build_model(cfg).to("cpu").eval()
