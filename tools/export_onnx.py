@@ -10,7 +10,8 @@ backbone's size divisibility (with its padding mask, as ``ImageList`` does), the
 iterative decoders and the heads give the last decoder layer's ``subject_logits``, ``object_logits``,
 ``relation_logits`` (B, Q, C + 1) and ``subject_boxes``, ``object_boxes``, ``relation_boxes`` (B, Q, 4) normalised
 (cx, cy, w, h).  Resizing and the scene-graph post-processing (its NMS and ranking) stay in Python
-(``tools/predict.py --onnx`` runs them, the same code as the torch path).  Every image of a batch shares one size (one call per size otherwise).
+(``tools/predict.py --onnx`` runs them, the same code as the torch path).  Every image of a batch shares one size
+(one call per size otherwise).
 
 After writing the file the export is checked: onnxruntime and torch run random images of the ``--check-sizes``
 and the largest absolute difference per output is printed; it fails (exit status 1) above ``--tolerance``
