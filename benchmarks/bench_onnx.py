@@ -7,9 +7,8 @@
 Builds the config's model with random weights (latency does not depend on their values), exports it with
 ``tools/export_onnx.py`` to a temporary file, then times batch-1 inference of one normalised image of ``--size``
 (height x width) through ``exportable_network`` in torch (eval, ``torch.no_grad``) and through onnxruntime
-(``intra_op_num_threads`` = ``torch.set_num_threads`` = ``--threads``; the CenterMask encoder does not export,
-its configs are timed in torch alone): the median of ``--iters`` runs after
-``--warmup`` (torch and onnxruntime runs alternate, so both see the same machine load).  Pre-processing (resize,
+(``intra_op_num_threads`` = ``torch.set_num_threads`` = ``--threads``; DETR or CenterMask encoder): the median
+of ``--iters`` runs after ``--warmup`` (torch and onnxruntime runs alternate, so both see the same machine load).  Pre-processing (resize,
 normalisation) and post-processing (NMS, ranking) are the same Python code for both runtimes and are not part of
 the timing.  Prints one line per runtime and the max abs difference.
 """
@@ -72,13 +71,6 @@ def main(argv=None) -> int:
         network = exportable_network(model)
         images = torch.randn(1, 3, height, width)
         name = os.path.relpath(args.config_file, ROOT)
-        if cfg.MODEL.ENCODER.NAME != "DETR":  # not exportable (tools/export_onnx.py says why): torch alone
-            with torch.no_grad():
-                (torch_s,) = _median_seconds([lambda: network(images)], args.warmup, args.iters)
-            print(f"{name} {height}x{width} batch 1, {args.threads} threads")
-            print(f"  torch       {torch_s * 1000:9.1f} ms")
-            print(f"  onnxruntime       n/a  (MODEL.ENCODER.NAME {cfg.MODEL.ENCODER.NAME} does not export)")
-            return 0
         start = time.perf_counter()
         path = export(cfg, os.path.join(folder, "model.onnx"), example_size=(height, width))
         export_s = time.perf_counter() - start
