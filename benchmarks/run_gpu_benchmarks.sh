@@ -8,7 +8,7 @@
 # the first step = compile time).  The two compiled variants share the inductor cache ($out/inductor_cache).
 #
 # Before the device call, here, from the repository root (the device has no network):
-#     bash ../shared/device/make_wheels.sh          # fvcore, iopath, yacs, termcolor, pycocotools into .whl/
+#     bash benchmarks/make_device_wheels.sh      # fvcore, iopath, yacs, termcolor, pycocotools into .whl/
 # The device call (the run tool): command "bash benchmarks/run_gpu_benchmarks.sh", carry [".whl"], timeout_s 540.
 # Results: $OUT (or the first argument, default output/gpu_bench): <variant>.log and <variant>.json per variant,
 # summary.txt.  Smoke test of this script without a GPU: BENCH_SMOKE=1 bash benchmarks/run_gpu_benchmarks.sh DIR
@@ -23,7 +23,7 @@ export PYTHONUNBUFFERED=1
 if ! $PY -c "import fvcore, iopath, yacs, pycocotools" 2>/dev/null; then
     if ! ls .whl/*.whl >/dev/null 2>&1; then
         echo "fvcore/iopath/yacs/pycocotools are missing and there is no .whl/: run" \
-            "'bash ../shared/device/make_wheels.sh' before the device call and carry .whl" >&2
+            "'bash benchmarks/make_device_wheels.sh' before the device call and carry .whl" >&2
         exit 2
     fi
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
