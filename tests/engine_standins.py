@@ -118,3 +118,19 @@ def tiny_cfg(output_dir: str, *overrides: Any):
     cfg.merge_from_list(list(overrides))
     cfg.freeze()
     return cfg
+
+
+def train_stand_in(cfg, resume: bool = False) -> StandInTrainer:
+    """Build a StandInTrainer for ``cfg`` (torch seeded with ``cfg.SEED``), resume or load, train; returns it."""
+    torch.manual_seed(cfg.SEED)
+    trainer = StandInTrainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    trainer.train()
+    return trainer
+
+
+def reset_stand_in_switches() -> None:
+    """Undo what a test set on StandInTrainer (NaN/crash points, scripted metrics) and determinism."""
+    StandInTrainer.NAN_AT = StandInTrainer.CRASH_AT = None
+    StandInTrainer.METRIC_BY_STEP = {}
+    torch.use_deterministic_algorithms(False)

@@ -6,25 +6,9 @@ import os
 import pytest
 import torch
 
-from tests.engine_standins import StandInTrainer, tiny_cfg
+from tests.engine_standins import StandInTrainer, tiny_cfg, train_stand_in
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def _reset_stand_in_switches():
-    yield
-    StandInTrainer.NAN_AT = StandInTrainer.CRASH_AT = None
-    StandInTrainer.METRIC_BY_STEP = {}
-    torch.use_deterministic_algorithms(False)
-
-
-def _train(cfg, resume: bool = False) -> StandInTrainer:
-    torch.manual_seed(cfg.SEED)
-    trainer = StandInTrainer(cfg)
-    trainer.resume_or_load(resume=resume)
-    trainer.train()
-    return trainer
 
 
 def _metrics(output_dir):
@@ -36,7 +20,7 @@ def test_lr_follows_warmup_then_steps_and_backbone_gets_multiplier(tmp_path):
     cfg = tiny_cfg(str(tmp_path), "SOLVER.MAX_ITER", 8, "SOLVER.STEPS", (5,), "SOLVER.WARMUP_ITERS", 4,
                    "SOLVER.WARMUP_FACTOR", 0.2, "SOLVER.GAMMA", 0.5, "SOLVER.BACKBONE_MULTIPLIER", 0.1,
                    "TEST.EVAL_PERIOD", 0)
-    trainer = _train(cfg)
+    trainer = train_stand_in(cfg)
     lrs = {row["iteration"]: row["lr"] for row in _metrics(cfg.OUTPUT_DIR) if "lr" in row}
     base = cfg.SOLVER.BASE_LR
     expected = [base * (0.2 + 0.8 * i / 4) for i in range(4)] + [base] + [base * 0.5] * 3
@@ -72,12 +56,12 @@ def test_full_model_gradient_clipping_is_applied_before_the_step(tmp_path):
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
     StandInTrainer.METRIC_BY_STEP = {2: 0.5, 4: 0.9, 6: 0.7}
     full_cfg = tiny_cfg(str(tmp_path / "full"))
-    _train(full_cfg)
+    train_stand_in(full_cfg)
 
     crashed_cfg = tiny_cfg(str(tmp_path / "crashed"))
     StandInTrainer.CRASH_AT = 5
     with pytest.raises(RuntimeError, match="simulated crash at iteration 5"):
-        _train(crashed_cfg)
+        train_stand_in(crashed_cfg)
     StandInTrainer.CRASH_AT = None
     with open(os.path.join(crashed_cfg.OUTPUT_DIR, "last_checkpoint")) as f:
         assert f.read() == "model_0000003.pth"
@@ -123,7 +107,7 @@ def _assert_same_tree(a, b):
 
 def test_checkpoint_holds_only_tensors_and_plain_values(tmp_path):
     cfg = tiny_cfg(str(tmp_path))
-    _train(cfg)
+    train_stand_in(cfg)
     checkpoint = torch.load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"), weights_only=True)
     assert {"model", "optimizer", "scheduler", "iteration", "rng_states", "best_checkpointer"} <= checkpoint.keys()
     assert len(checkpoint["rng_states"]) == 1
@@ -138,7 +122,7 @@ def test_nan_loss_stops_training_naming_terms_and_iteration_and_saves_nothing_af
     StandInTrainer.NAN_AT = 2
     cfg = tiny_cfg(str(tmp_path), "SOLVER.CHECKPOINT_PERIOD", 1, "TEST.EVAL_PERIOD", 0)
     with pytest.raises(FloatingPointError, match=r"iteration 2.*loss_l1.*loss_mse"):
-        _train(cfg)
+        train_stand_in(cfg)
     names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(cfg.OUTPUT_DIR, "*.pth")))
     assert names == ["model_0000000.pth", "model_0000001.pth"]
     with open(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")) as f:
@@ -148,7 +132,7 @@ def test_nan_loss_stops_training_naming_terms_and_iteration_and_saves_nothing_af
 def test_logs_metrics_json_and_tensorboard_events(tmp_path):
     cfg = tiny_cfg(str(tmp_path), "SOLVER.LOG_PERIOD", 2, "TEST.EVAL_PERIOD", 3)
     StandInTrainer.METRIC_BY_STEP = {3: 0.25, 6: 0.5}
-    _train(cfg)
+    train_stand_in(cfg)
     rows = _metrics(cfg.OUTPUT_DIR)
     assert [row["iteration"] for row in rows] == [1, 2, 3, 5]  # log every 2 iterations + evaluations at 2 and 5
     logged = [row for row in rows if row["iteration"] % 2]
@@ -160,7 +144,7 @@ def test_logs_metrics_json_and_tensorboard_events(tmp_path):
 def test_unknown_best_metric_is_a_clear_error(tmp_path):
     cfg = tiny_cfg(str(tmp_path), "TEST.BEST_METRIC", "mR@1000")
     with pytest.raises(KeyError, match=r"TEST.BEST_METRIC.*VG_val/mR@1000.*VG_val/mR@100"):
-        _train(cfg)
+        train_stand_in(cfg)
 
 
 class _CompiledStandIn(torch.nn.Module):
@@ -178,7 +162,7 @@ def test_model_compile_wraps_only_the_training_forward(tmp_path, monkeypatch):
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or _CompiledStandIn(module))
     cfg = tiny_cfg(str(tmp_path), "MODEL.COMPILE", True)
-    trainer = _train(cfg)
+    trainer = train_stand_in(cfg)
     assert compiled == [trainer.checkpointer.model] and isinstance(trainer.model, _CompiledStandIn)
     checkpoint = torch.load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"), weights_only=True)
     assert checkpoint["model"].keys() == trainer.checkpointer.model.state_dict().keys()  # no "_orig_mod." prefix

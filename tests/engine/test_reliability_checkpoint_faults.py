@@ -17,7 +17,7 @@ from engine.checkpoint import ModelCheckpointer
 from engine.defaults import USER_ERRORS, run_command_line
 from engine.hooks import PeriodicCheckpointer
 from engine.train_loop import HookBase
-from tests.engine_standins import StandInTrainer, TinyModel, tiny_cfg
+from tests.engine_standins import StandInTrainer, TinyModel, tiny_cfg, train_stand_in
 from utils.file_io import StorageWriteError, atomic_write_bytes
 
 torch.set_num_threads(1)
@@ -25,22 +25,6 @@ torch.set_num_threads(1)
 # TinyModel's state: backbone 4x8 + 8, head 8 + 1, unused 1 + 1 float32 (51 x 4 B) and the int64 step counter.
 TINY_MODEL_BYTES = 51 * 4 + 8
 TRUNCATION = "is corrupt or truncated (its zip directory is missing)"
-
-
-@pytest.fixture(autouse=True)
-def _reset_stand_in_switches():
-    yield
-    StandInTrainer.NAN_AT = StandInTrainer.CRASH_AT = None
-    StandInTrainer.METRIC_BY_STEP = {}
-    torch.use_deterministic_algorithms(False)
-
-
-def _train(cfg, resume: bool = False) -> StandInTrainer:
-    torch.manual_seed(cfg.SEED)
-    trainer = StandInTrainer(cfg)
-    trainer.resume_or_load(resume=resume)
-    trainer.train()
-    return trainer
 
 
 def _truncate(path) -> None:
@@ -58,7 +42,7 @@ def _pth_files(directory):
 def six_iterations(tmp_path_factory):
     """A finished 6-iteration stand-in run (checkpoints after iterations 1, 3, 5 and model_final)."""
     out = str(tmp_path_factory.mktemp("run") / "out")
-    _train(tiny_cfg(out))
+    train_stand_in(tiny_cfg(out))
     assert _pth_files(out) == ["best_model_final.pth", "model_0000001.pth", "model_0000003.pth",
                                "model_0000005.pth", "model_final.pth"]
     return out
@@ -90,7 +74,7 @@ def test_resume_over_a_truncated_checkpoint_continues_from_the_previous_one(six_
     assert f"checkpoint {truncated}/model_0000005.pth {TRUNCATION}" in warnings, warnings
     assert any("Resuming from" in w and "model_0000003.pth (iteration 3)" in w for w in warnings), warnings
     trainer.train()
-    _train(tiny_cfg(reference), resume=True)
+    train_stand_in(tiny_cfg(reference), resume=True)
 
     ours = torch.load(os.path.join(truncated, "model_final.pth"), weights_only=True)
     theirs = torch.load(os.path.join(reference, "model_final.pth"), weights_only=True)
@@ -193,7 +177,7 @@ def test_the_training_command_reports_a_full_disk_as_one_error_line(tmp_path, mo
     out = str(tmp_path / "out")
     monkeypatch.setattr(utils.file_io, "open", _full_disk_open("model_0000003.pth", 100), raising=False)
     with caplog.at_level(logging.ERROR):
-        status = run_command_line(_train, tiny_cfg(out, "TEST.EVAL_PERIOD", 0))
+        status = run_command_line(train_stand_in, tiny_cfg(out, "TEST.EVAL_PERIOD", 0))
     [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert record.getMessage().startswith("Exception during training at iteration 3: cannot save checkpoint ")
     assert record.exc_info is None and "Traceback" not in caplog.text
