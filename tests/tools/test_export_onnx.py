@@ -13,6 +13,18 @@ from tests.inference_helpers import DEMO_CONFIG, TINY_CONFIG, make_names_world, 
 from tools import export_onnx, predict
 
 
+def assert_same_scene_graph(got: dict, expected: dict) -> None:
+    """Two predict.py records of one image agree: same triplets (names and box indices) and labels, scores within
+    1e-4, boxes within 0.02 px."""
+    assert [(t["subject"], t["predicate"], t["object"], t["subject_index"], t["object_index"])
+            for t in got["triplets"]] == [(t["subject"], t["predicate"], t["object"], t["subject_index"],
+                                           t["object_index"]) for t in expected["triplets"]]
+    assert all(abs(a["score"] - b["score"]) <= 1e-4 for a, b in zip(got["triplets"], expected["triplets"]))
+    assert [o["label"] for o in got["objects"]] == [o["label"] for o in expected["objects"]]
+    for a, b in zip(got["objects"], expected["objects"]):
+        assert max(abs(x - y) for x, y in zip(a["box_xyxy"], b["box_xyxy"])) <= 0.02
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     return make_names_world(str(tmp_path_factory.mktemp("world")))
@@ -56,13 +68,7 @@ def test_predict_on_onnxruntime_equals_torch(world, exported, tmp_path):
         got = runs[1][name]
         assert expected["model"]["runtime"] == "torch" and got["model"]["runtime"] == "onnxruntime"
         assert got["model"]["onnx"] == path
-        assert [(t["subject"], t["predicate"], t["object"], t["subject_index"], t["object_index"])
-                for t in got["triplets"]] == [(t["subject"], t["predicate"], t["object"], t["subject_index"],
-                                               t["object_index"]) for t in expected["triplets"]]
-        assert all(abs(a["score"] - b["score"]) <= 1e-4 for a, b in zip(got["triplets"], expected["triplets"]))
-        assert [o["label"] for o in got["objects"]] == [o["label"] for o in expected["objects"]]
-        for a, b in zip(got["objects"], expected["objects"]):
-            assert max(abs(x - y) for x, y in zip(a["box_xyxy"], b["box_xyxy"])) <= 0.02
+        assert_same_scene_graph(got, expected)
 
 
 @pytest.fixture(scope="module")
@@ -131,13 +137,7 @@ def test_predict_on_onnxruntime_equals_torch_with_centermask(world, centermask_e
     for name, expected in runs[0].items():
         got = runs[1][name]
         assert got["model"]["runtime"] == "onnxruntime" and got["model"]["onnx"] == path
-        assert [(t["subject"], t["predicate"], t["object"], t["subject_index"], t["object_index"])
-                for t in got["triplets"]] == [(t["subject"], t["predicate"], t["object"], t["subject_index"],
-                                               t["object_index"]) for t in expected["triplets"]]
-        assert all(abs(a["score"] - b["score"]) <= 1e-4 for a, b in zip(got["triplets"], expected["triplets"]))
-        assert [o["label"] for o in got["objects"]] == [o["label"] for o in expected["objects"]]
-        for a, b in zip(got["objects"], expected["objects"]):
-            assert max(abs(x - y) for x, y in zip(a["box_xyxy"], b["box_xyxy"])) <= 0.02
+        assert_same_scene_graph(got, expected)
 
 
 def test_centermask_paste_export_matches_torch(world, tmp_path, capsys):
