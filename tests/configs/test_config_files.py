@@ -25,11 +25,46 @@ def test_config_merges_and_builds(path):
     assert counts["total"] > counts["backbone"] > 0
 
 
-def test_demo_config_is_the_cpu_centermask_recipe():
-    cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(ROOT, "configs", "demo_synthetic.yaml"))
-    assert (cfg.MODEL.DEVICE, cfg.MODEL.ENCODER.NAME, cfg.MODEL.DETR.NUM_CLASSES) == ("cpu", "CenterMask", 12)
-    assert cfg.SOLVER.MAX_ITER == 3100 and cfg.TEST.EVAL_PERIOD == 0
+def test_demo_detector_hands_its_backbone_fpn_and_fcos_to_the_two_stage_demo_model(tmp_path):
+    """The two-stage demo's stages fit together: every tensor of a stage-1 run (demo_synthetic_detector.yaml)
+    lands, unchanged, in the stage-2 model (demo_synthetic_two_stage.yaml) through tools/convert_weights.py, and
+    stage 2 keeps that FCOS frozen and reads the images at the scale the detector learned."""
+    import torch
+
+    from modeling import build_model
+    from tools.convert_weights import main as convert_weights
+
+    configs = {}
+    for stage, name in (("detector", "demo_synthetic_detector.yaml"),
+                        ("scene_graph", "demo_synthetic_two_stage.yaml")):
+        cfg = get_cfg()
+        cfg.merge_from_file(os.path.join(ROOT, "configs", name))
+        configs[stage] = cfg
+    detector, scene_graph = configs["detector"], configs["scene_graph"]
+    for key in ("MIN_SIZE_TRAIN", "MAX_SIZE_TRAIN", "MIN_SIZE_TEST", "MAX_SIZE_TEST", "FORMAT"):
+        assert detector.INPUT[key] == scene_graph.INPUT[key], key
+    assert detector.MODEL.META_ARCHITECTURE == "FCOSDetector" and scene_graph.MODEL.ENCODER.NAME == "CenterMask"
+
+    torch.manual_seed(0)
+    trained = build_model(detector).state_dict()
+    run = tmp_path / "detector"
+    run.mkdir()
+    torch.save({"model": trained, "iteration": 299}, run / "model_final.pth")
+    (run / "last_checkpoint").write_text("model_final.pth")
+    init = tmp_path / "init.pth"
+    assert convert_weights(["--input", str(run), "--output", str(init),
+                            "--config-file", os.path.join(ROOT, "configs", "demo_synthetic_two_stage.yaml")]) == 0
+    converted = torch.load(init, weights_only=True)["model"]
+    weights = {name: tensor for name, tensor in trained.items() if not name.endswith("num_batches_tracked")}
+    assert len(weights) > 150  # (BN step counters of the stages stage 2 freezes have no FrozenBN counterpart)
+    for name, tensor in weights.items():
+        target = "centermask." + name if name.startswith("fcos.") else name
+        assert torch.equal(converted[target], tensor), name
+
+    model = build_model(scene_graph)
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    assert not unexpected and not [k for k in missing if k.startswith(("backbone.", "centermask.fcos."))]
+    assert not any(p.requires_grad for p in model.centermask.fcos.parameters())  # stage 2 keeps FCOS frozen
 
 
 @pytest.mark.parametrize("name", ["iterative_model.yaml", "iterative_vovnet39_fpn.yaml", "iterative_vovnet57_fpn.yaml",

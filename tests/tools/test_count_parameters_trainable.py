@@ -28,6 +28,10 @@ EXPECTED = [
     ("tiny_cpu.yaml", 3_511_916, 3_511_916),
     ("tiny_fcos_cpu.yaml", 3_217_958, 3_217_958),
     ("demo_synthetic.yaml", 4_020_212, 4_020_212 - 308_272),  # asks FREEZE_AT 2 (V-19-slim stem + stage 2)
+    ("demo_synthetic_detector.yaml", 3_217_958, 3_217_958),  # the two-stage demo's stage 1: tiny_fcos_cpu at 128 px
+    # Its stage 2 also keeps the pre-trained FCOS head frozen: 4 x (3x3 conv 64->64 + GroupNorm) per tower x 2 =
+    # 296,448, class 6,924, box 2,308, centerness 577, 5 scales.
+    ("demo_synthetic_two_stage.yaml", 4_020_212, 4_020_212 - 308_272 - 306_262),
     ("iterative_model.yaml", 93_251_470, 93_251_470 - 222_400),  # row A keeps the released FREEZE_AT 2
 ]
 
