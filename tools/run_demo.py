@@ -112,6 +112,9 @@ def main(argv=None) -> int:
         args.config_file = TWO_STAGE_CONFIG if args.two_stage else SCENE_GRAPH_CONFIG
     if args.detector_config_file is None:
         args.detector_config_file = DETECTOR_CONFIG if args.two_stage else ""
+    for flag, path in (("--config-file", args.config_file), ("--detector-config-file", args.detector_config_file)):
+        if path and not os.path.isfile(path):
+            raise SystemExit(f"error: {flag} {path} does not exist")
     python = sys.executable
     start = time.time()
     stages = {}

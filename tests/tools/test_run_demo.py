@@ -2,6 +2,8 @@
 import json
 import os
 
+import pytest
+
 import tools.run_demo as run_demo
 from tools.run_demo import busy_cores, main, training_threads
 
@@ -64,3 +66,12 @@ def test_demo_pretrains_the_detector_then_trains_the_scene_graph_model_and_resum
     stamps = {path: path.stat().st_mtime_ns for path in (out / "detector" / "model_final.pth", init)}
     assert main(argv) == 0  # an interrupted or repeated demo continues: stage 1 is not redone
     assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
+
+
+def test_a_missing_config_file_is_one_error_line_naming_the_flag_before_any_work(tmp_path):
+    for flag in ("--config-file", "--detector-config-file"):
+        with pytest.raises(SystemExit) as stop:
+            main(["--data-dir", str(tmp_path / "world"), "--output-dir", str(tmp_path / "out"), "--two-stage",
+                  flag, str(tmp_path / "nope.yaml")])
+        assert str(stop.value) == f"error: {flag} {tmp_path / 'nope.yaml'} does not exist"
+    assert not (tmp_path / "world").exists() and not (tmp_path / "out").exists()  # nothing was written
