@@ -283,8 +283,12 @@ _C.SOLVER.BASE_LR = 1e-4
 _C.SOLVER.BACKBONE_MULTIPLIER = 0.1
 _C.SOLVER.WEIGHT_DECAY = 1e-4
 _C.SOLVER.MAX_ITER = 250000
+# detectron2's schedule names: "WarmupMultiStepLR" (the released recipe: LR x GAMMA at each of STEPS) or
+# "WarmupCosineLR" (half a cosine from BASE_LR to BASE_LR_END over MAX_ITER; STEPS and GAMMA unused).
+_C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
 _C.SOLVER.STEPS = (160000,)
 _C.SOLVER.GAMMA = 0.1
+_C.SOLVER.BASE_LR_END = 0.0
 _C.SOLVER.WARMUP_ITERS = 10
 _C.SOLVER.WARMUP_FACTOR = 1.0 / 1000
 _C.SOLVER.WARMUP_METHOD = "linear"
