@@ -5,7 +5,7 @@ import os
 import pytest
 
 import tools.run_demo as run_demo
-from tools.run_demo import busy_cores, main, training_threads
+from tools.run_demo import busy_cores, main, training_processes, training_threads
 
 from tests import ROOT
 
@@ -16,6 +16,13 @@ def test_threads_are_the_idle_cores_and_at_least_one():
     assert training_threads(2, 7.5) == 1  # overloaded: one thread, never zero
     assert training_threads(16, 3.2) == 13
     assert training_threads(4, 0.0) == 4
+
+
+def test_two_processes_as_soon_as_two_cores_are_idle():
+    assert training_processes(1) == (1, 1)
+    assert training_processes(2) == (2, 1)  # the quiet 2-core demo machine: one process per core
+    assert training_processes(3) == (2, 1)
+    assert training_processes(16) == (2, 8)
 
 
 def test_busy_cores_is_the_non_idle_share_of_cpu_time_now(tmp_path, monkeypatch):
@@ -48,11 +55,12 @@ def test_demo_pretrains_the_detector_then_trains_the_scene_graph_model_and_resum
         "SOLVER:\n  MAX_ITER: 2\n  STEPS: (1,)\n  WARMUP_ITERS: 1\n  IMS_PER_BATCH: 2\n")
     out = tmp_path / "demo"
     argv = ["--data-dir", str(tmp_path / "world"), "--output-dir", str(out), "--images", "40", "--num-drawn", "1",
-            "--two-stage", "--detector-config-file", str(detector_config),
+            "--two-stage", "--detector-config-file", str(detector_config), "--processes", "2",
             "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", "1", "SOLVER.IMS_PER_BATCH", "2"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "pre-trained detector on VG_val: AP50" in printed and "R @ 20/50/100" in printed
+    assert "Rank 0 of 2 processes" in (out / "log.txt").read_text()  # stage 2 trained in two gloo processes
 
     init = out / "detector" / "scene_graph_init.pth"
     assert (out / "detector" / "model_final.pth").is_file() and init.is_file()
@@ -75,3 +83,5 @@ def test_a_missing_config_file_is_one_error_line_naming_the_flag_before_any_work
                   flag, str(tmp_path / "nope.yaml")])
         assert str(stop.value) == f"error: {flag} {tmp_path / 'nope.yaml'} does not exist"
     assert not (tmp_path / "world").exists() and not (tmp_path / "out").exists()  # nothing was written
+    with pytest.raises(SystemExit, match="--processes must be at least 1, got 0"):
+        main(["--data-dir", str(tmp_path / "world"), "--processes", "0"])
