@@ -7,10 +7,10 @@
    (``tools/convert_weights.py``: backbone, FPN and FCOS head) - the lab's recipe in miniature: CenterMask is
    trained as a detector first, then frozen under the decoders (``configs/demo_synthetic_two_stage.yaml``);
 3. trains the scene-graph model (``configs/demo_synthetic.yaml``: everything from scratch in one stage) with
-   ``train_iterative_model.py`` - in two gloo processes of one thread each when two cores are idle (``--num-gpus 2``
-   on the CPU; ``--processes`` overrides) - (progress lines with ETA; an interrupted demo continues where it
-   stopped: finished stages are skipped and training resumes, ``--resume``), which ends by evaluating the synthetic
-   test split and printing the SGG block and the detection AP;
+   ``train_iterative_model.py`` (progress lines with ETA; an interrupted demo continues where it stopped: finished
+   stages are skipped and training resumes, ``--resume``), which ends by evaluating the synthetic test split and
+   printing the SGG block and the detection AP.  Both trainings (steps 2 and 3) run in two gloo processes of one
+   thread each when two cores are idle (``--num-gpus 2`` on the CPU; ``--processes`` overrides);
 4. draws the training curves and the predicted scene graphs of a few test images (``tools/predict.py``) under
    ``OUTPUT_DIR/demo/``, and prints a summary with the time of each stage.
 
@@ -82,13 +82,13 @@ def _train(python: str, config_file: str, overrides: list, env: dict, processes:
                     "--config-file", config_file] + overrides, check=True, env=env)
 
 
-def pretrain_detector(python: str, args, data_overrides: list, env: dict) -> str:
+def pretrain_detector(python: str, args, data_overrides: list, env: dict, processes: int = 1) -> str:
     """Step 2: train the detector config into ``OUTPUT_DIR/detector`` (skipped when its ``model_final.pth``
     exists) and convert it for ``--config-file``; returns the converted weights file."""
     detector_dir = os.path.join(args.output_dir, "detector")
     init_file = os.path.join(detector_dir, "scene_graph_init.pth")
     if not os.path.isfile(os.path.join(detector_dir, "model_final.pth")):
-        _train(python, args.detector_config_file, data_overrides + ["OUTPUT_DIR", detector_dir], env)
+        _train(python, args.detector_config_file, data_overrides + ["OUTPUT_DIR", detector_dir], env, processes)
     if not os.path.isfile(init_file):
         from tools.convert_weights import main as convert_weights
 
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     if args.detector_config_file:
         print(f"==> [2/4] pre-training the detector {os.path.relpath(args.detector_config_file, ROOT)} on the CPU",
               flush=True)
-        overrides += ["MODEL.WEIGHTS", pretrain_detector(python, args, data_overrides, env)]
+        overrides += ["MODEL.WEIGHTS", pretrain_detector(python, args, data_overrides, env, processes)]
     else:
         print("==> [2/4] no detector pre-training (one stage; --two-stage pre-trains the detector first)", flush=True)
     stages["detector"] = time.time() - mark
