@@ -47,13 +47,13 @@ def training_threads(cores: int, load: float) -> int:
     return max(1, min(cores, int(cores - load + 0.5)))
 
 
-def training_processes(threads: int) -> tuple[int, int]:
-    """(processes, threads per process) for ``threads`` idle cores: two gloo processes (``--num-gpus 2`` on the
-    CPU, half the batch each) as soon as two cores are free - each step has a long single-threaded stretch (small
-    operators, the matcher, the optimizer) that one process per core overlaps: 0.62 vs 0.70 s/it for the demo on
-    2 cores (README, "The CPU demo")."""
-    processes = 2 if threads >= 2 else 1
-    return processes, threads // processes
+def training_processes(threads: int, requested: int | None = None) -> tuple[int, int]:
+    """(processes, threads per process) for ``threads`` idle cores: ``requested`` processes, else two gloo processes
+    (``--num-gpus 2`` on the CPU, half the batch each) as soon as two cores are free - each step has a long
+    single-threaded stretch (small operators, the matcher, the optimizer) that one process per core overlaps: 0.62
+    vs 0.70 s/it for the demo on 2 cores (README, "The CPU demo").  The idle cores are shared out, one at least."""
+    processes = requested or (2 if threads >= 2 else 1)
+    return processes, max(1, threads // processes)
 
 
 def busy_cores(window_s: float = 1.0, stat_path: str = "/proc/stat") -> float:
@@ -146,15 +146,14 @@ def main(argv=None) -> int:
 
     data_overrides = dataset_overrides(args.data_dir)
     env = dict(os.environ)
-    processes = args.processes
-    if "OMP_NUM_THREADS" not in env:
+    if "OMP_NUM_THREADS" in env:
+        processes = args.processes or 1
+    else:
         cores, busy = os.cpu_count() or 1, busy_cores()
-        auto_processes, threads = training_processes(training_threads(cores, busy))
-        processes = processes or auto_processes
-        env["OMP_NUM_THREADS"] = str(max(1, threads * auto_processes // processes))
-        print(f"    {processes} training process(es) x {env['OMP_NUM_THREADS']} thread(s): {busy:.1f} of {cores} "
-              "cores busy (--processes and OMP_NUM_THREADS override)", flush=True)
-    processes = processes or 1
+        processes, threads = training_processes(training_threads(cores, busy), args.processes)
+        env["OMP_NUM_THREADS"] = str(threads)
+        print(f"    {processes} training process(es) x {threads} thread(s): {busy:.1f} of {cores} cores busy "
+              "(--processes and OMP_NUM_THREADS override)", flush=True)
 
     overrides = data_overrides + ["OUTPUT_DIR", args.output_dir]
     mark = time.time()

@@ -23,6 +23,9 @@ def test_two_processes_as_soon_as_two_cores_are_idle():
     assert training_processes(2) == (2, 1)  # the quiet 2-core demo machine: one process per core
     assert training_processes(3) == (2, 1)
     assert training_processes(16) == (2, 8)
+    assert training_processes(2, requested=1) == (1, 2)  # --processes 1: every idle core as a thread
+    assert training_processes(3, requested=1) == (1, 3)
+    assert training_processes(1, requested=2) == (2, 1)  # never zero threads
 
 
 def test_busy_cores_is_the_non_idle_share_of_cpu_time_now(tmp_path, monkeypatch):
