@@ -217,6 +217,12 @@ _C.MODEL.CENTERMASK.BOX_LOSS = "torchvision"
 _C.MODEL.CENTERMASK.NMS_THRESH = 0.6
 # FCOS candidates kept per pyramid level and image (best scores above SCORE_THRESH) before NMS.
 _C.MODEL.CENTERMASK.PRE_NMS_TOPK = 1000
+# Convolutions in each of FCOS's two towers (class, box), shared by all levels (FCOS / centermask2: 4).
+_C.MODEL.CENTERMASK.HEAD_CONVS = 4
+# "tokens" only: True adds the detection itself to each token's content - a learned embedding of its box and of
+# its FCOS class (scaled by the score) - so the decoders can read where and what an object is from the attended
+# values (DETR's cross-attention adds positions to the keys only).  False: RoI features alone (docs/MODEL.md).
+_C.MODEL.CENTERMASK.TOKEN_DETECTION_CONTENT = False
 # RoIAlign output size: 7 for "tokens"; the SAG-Mask head of "paste" uses 14 (the lab's POOLER_RESOLUTION).
 _C.MODEL.CENTERMASK.ROI_RESOLUTION = 7
 

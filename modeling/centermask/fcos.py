@@ -53,12 +53,13 @@ class FCOS(nn.Module):
         threshold_before_centerness: bool = False,
         clip_before_nms: bool = True,
         box_loss: str = "torchvision",
+        head_convs: int = 4,
     ):
         super().__init__()
         if box_loss not in BOX_LOSSES:
             raise ValueError(f"MODEL.CENTERMASK.BOX_LOSS must be one of {BOX_LOSSES}, got {box_loss!r}")
         self.strides = list(strides)
-        self.head = ScaledFCOSHead(in_channels, num_classes, num_levels=len(self.strides))
+        self.head = ScaledFCOSHead(in_channels, num_classes, num_levels=len(self.strides), num_convs=head_convs)
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.pre_nms_topk = pre_nms_topk
@@ -143,6 +144,8 @@ def build_fcos(cfg, in_channels: int, detections_per_image: int,
     for key in ("SCORE_THRESH", "NMS_THRESH"):
         if not 0.0 <= centermask[key] <= 1.0:
             raise ValueError(f"MODEL.CENTERMASK.{key} must be in [0, 1], got {centermask[key]}")
+    if centermask.HEAD_CONVS < 1:
+        raise ValueError(f"MODEL.CENTERMASK.HEAD_CONVS must be >= 1, got {centermask.HEAD_CONVS}")
     if centermask.PRE_NMS_TOPK < 1:
         raise ValueError(f"MODEL.CENTERMASK.PRE_NMS_TOPK must be >= 1, got {centermask.PRE_NMS_TOPK}")
     return FCOS(
@@ -157,4 +160,5 @@ def build_fcos(cfg, in_channels: int, detections_per_image: int,
         threshold_before_centerness=centermask.SCORE_THRESH_BEFORE_CENTERNESS,
         clip_before_nms=centermask.CLIP_BEFORE_NMS,
         box_loss=centermask.BOX_LOSS,
+        head_convs=centermask.HEAD_CONVS,
     )

@@ -11,8 +11,9 @@ def _flatten_level(x: Tensor) -> Tensor:
 
 
 class ScaledFCOSHead(FCOSHead):
-    """torchvision's ``FCOSHead`` (4-conv GroupNorm towers; class logits, box distances, centerness) plus FCOS's
-    learnable scalar per pyramid level that multiplies the regression before its ReLU.
+    """torchvision's ``FCOSHead`` (GroupNorm towers of ``num_convs`` convolutions, 4 as in FCOS; class logits, box
+    distances, centerness) plus FCOS's learnable scalar per pyramid level that multiplies the regression before its
+    ReLU.
 
     One head is shared by all levels, so a single output layer would have to predict distances of very different
     magnitudes; the scales (initialised to 1) let each level rescale them (FCOS paper, §3.1; centermask2's FCOS has
@@ -21,8 +22,8 @@ class ScaledFCOSHead(FCOSHead):
     Only ``forward`` is overridden; ``compute_loss`` is torchvision's.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, num_levels: int):
-        super().__init__(in_channels, num_anchors=1, num_classes=num_classes)
+    def __init__(self, in_channels: int, num_classes: int, num_levels: int, num_convs: int = 4):
+        super().__init__(in_channels, num_anchors=1, num_classes=num_classes, num_convs=num_convs)
         self.scales = nn.Parameter(torch.ones(num_levels))
 
     def forward(self, features: list[Tensor]) -> dict[str, Tensor]:

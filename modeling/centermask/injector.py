@@ -24,7 +24,11 @@ class CenterMaskInjector(nn.Module):
     LayerNorm, the scale of DETR's post-norm encoder output).  Their positional embedding is a sine embedding of
     the normalised box (:class:`BoxSineEmbedding`).  The meta-architecture appends these K tokens to the DETR
     encoder memory, so the subject, object and predicate decoders attend to the detector's objects.  The boxes are
-    detached: gradients reach the features through RoIAlign, not the box coordinates.  FCOS is trained jointly
+    detached: gradients reach the features through RoIAlign, not the box coordinates.  With
+    ``TOKEN_DETECTION_CONTENT`` each token's content also carries its detection: a second box embedding and a
+    class embedding of FCOS's label × its score, added after the projection (cross-attention adds the positional
+    embedding to the keys only, so without them the decoders cannot copy a detection's box or class from the
+    values they attend to).  FCOS is trained jointly
     (its losses × ``FCOS_LOSS_WEIGHT``; at 0 the FCOS head is frozen and its losses are not computed).
 
     Parameters with 256 FPN channels, d = 256, 150 classes, 7×7 RoIs: FCOS head 5,082,016, spatial attention 18,
@@ -53,6 +57,10 @@ class CenterMaskInjector(nn.Module):
             nn.Flatten(1), nn.Linear(in_channels * self.roi_resolution**2, hidden_dim), nn.LayerNorm(hidden_dim)
         )
         self.box_embedding = BoxSineEmbedding(hidden_dim)
+        self.detection_content = centermask.TOKEN_DETECTION_CONTENT
+        if self.detection_content:
+            self.content_box_embedding = BoxSineEmbedding(hidden_dim)
+            self.content_class_embedding = nn.Embedding(cfg.MODEL.DETR.NUM_CLASSES, hidden_dim)
 
     def forward(
         self,
@@ -83,6 +91,10 @@ class CenterMaskInjector(nn.Module):
         detection_tokens = self.token_proj(self.spatial_attention(roi_features))
         sizes = image_sizes_tensor(image_sizes, boxes.dtype, boxes.device)
         detection_pos = self.box_embedding(boxes, sizes[image_idx])
+        if self.detection_content:
+            labels, scores = detections.labels[image_idx, slot], detections.scores[image_idx, slot]
+            detection_tokens = (detection_tokens + self.content_box_embedding(boxes, sizes[image_idx])
+                                + self.content_class_embedding(labels) * scores[:, None].to(detection_tokens.dtype))
 
         slots = detections.padding_mask.shape
         tokens = _to_slots(detection_tokens, image_idx, slot, slots)

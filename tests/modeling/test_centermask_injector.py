@@ -76,6 +76,30 @@ def test_tokens_are_attended_roi_features_of_the_detections():
         torch.testing.assert_close(pos[image, slot], injector.box_embedding(box, size))
 
 
+
+def test_detection_content_adds_box_and_scored_class_embeddings_to_the_tokens():
+    plain = _injector().eval()
+    assert not hasattr(plain, "content_class_embedding")  # off by default: the token is the RoI feature alone
+    with_content = _injector(_cfg(TOKEN_DETECTION_CONTENT=True)).eval()
+    with_content.load_state_dict(plain.state_dict(), strict=False)  # same FCOS, projection and position embedding
+    features = _features()
+    base, base_pos, base_mask, _ = plain(features, IMAGE_SIZES)
+    tokens, pos, padding_mask, _ = with_content(features, IMAGE_SIZES)
+    detections, _ = plain.fcos([features[f"p{level}"] for level in range(3, 8)], IMAGE_SIZES)
+    assert torch.equal(padding_mask, base_mask) and torch.equal(pos, base_pos)
+    assert (tokens[padding_mask] == 0).all()
+    valid = (~padding_mask).nonzero().tolist()
+    assert len(valid) > 1 and len(set(detections.labels[~padding_mask].tolist())) > 1
+    for image, slot in valid:
+        size = torch.tensor(IMAGE_SIZES[image], dtype=torch.float32)
+        label, score = detections.labels[image, slot], detections.scores[image, slot]
+        expected = (base[image, slot] + with_content.content_box_embedding(detections.boxes[image, slot], size)
+                    + with_content.content_class_embedding(label) * score)
+        torch.testing.assert_close(tokens[image, slot], expected)
+    extra = sum(p.numel() for p in with_content.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert extra == (32 * 32 + 32) + 5 * 32  # a second box embedding + one class embedding row per class
+
+
 def test_gradients_reach_features_through_roi_path_not_box_coordinates():
     injector = _injector().train()
     features = _features(requires_grad=True)

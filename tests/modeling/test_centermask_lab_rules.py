@@ -133,3 +133,20 @@ def test_config_keys_reach_fcos_and_bad_values_are_named():
     cfg.MODEL.CENTERMASK.BOX_LOSS = "l1"
     with pytest.raises(ValueError, match="MODEL.CENTERMASK.BOX_LOSS"):
         build_fcos(cfg, 64, 50)
+
+
+def test_head_convs_sets_the_tower_depth_and_zero_is_named():
+    cfg = get_cfg()
+    assert cfg.MODEL.CENTERMASK.HEAD_CONVS == 4  # FCOS's and centermask2's towers
+    convs = {}
+    for depth in (4, 2):
+        cfg.MODEL.CENTERMASK.HEAD_CONVS = depth
+        head = build_fcos(cfg, 64, 50).head
+        convs[depth] = [sum(isinstance(m, torch.nn.Conv2d) for m in tower.conv)
+                        for tower in (head.classification_head, head.regression_head)]
+        out = head([torch.randn(1, 64, 4, 4), torch.randn(1, 64, 2, 2)] + [torch.randn(1, 64, 1, 1)] * 3)
+        assert out["cls_logits"].shape == (1, 23, cfg.MODEL.DETR.NUM_CLASSES)
+    assert convs == {4: [4, 4], 2: [2, 2]}
+    cfg.MODEL.CENTERMASK.HEAD_CONVS = 0
+    with pytest.raises(ValueError, match="MODEL.CENTERMASK.HEAD_CONVS must be >= 1, got 0"):
+        build_fcos(cfg, 64, 50)
