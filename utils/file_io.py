@@ -82,20 +82,22 @@ def free_bytes(path: str) -> Optional[int]:
         return None
 
 
-def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: str, write: Callable[[IO[bytes]], None], durable: bool = True) -> None:
     """Call ``write(binary_file)`` and atomically move the result to ``path``."""
 
     def write_temp_file(tmp_path: str) -> None:
         with open(tmp_path, "wb") as f:
             write(f)
 
-    atomic_write_path(path, write_temp_file)
+    atomic_write_path(path, write_temp_file, durable)
 
 
-def atomic_write_path(path: str, write_file: Callable[[str], None]) -> None:
+def atomic_write_path(path: str, write_file: Callable[[str], None], durable: bool = True) -> None:
     """Call ``write_file(temporary_path)`` — for writers that need a file *name* (h5py) — then fsync that file and
     atomically move it to ``path``.  On any error the temporary file is removed and ``path`` is untouched; a
-    storage failure (:data:`STORAGE_ERRNOS`) is raised as :class:`StorageWriteError`."""
+    storage failure (:data:`STORAGE_ERRNOS`) is raised as :class:`StorageWriteError`.  ``durable=False`` skips
+    the two fsyncs (file and folder) for writers of many files that flush once at the end (``os.sync``): the move
+    is still atomic, so a crash never leaves a partial file under ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(directory, exist_ok=True)
@@ -108,8 +110,9 @@ def atomic_write_path(path: str, write_file: Callable[[str], None]) -> None:
         os.fchmod(fd, default_file_mode())
         os.close(fd)
         write_file(tmp_path)
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp_path, path)
     except BaseException as error:
         written = os.path.getsize(tmp_path) if os.path.exists(tmp_path) else 0
@@ -119,7 +122,8 @@ def atomic_write_path(path: str, write_file: Callable[[str], None]) -> None:
         if cause is not None:
             raise _storage_write_error(path, cause, written) from error
         raise
-    _fsync_directory(directory)
+    if durable:
+        _fsync_directory(directory)
 
 
 def _storage_write_error(path: str, cause: OSError, written: int) -> StorageWriteError:
@@ -129,9 +133,9 @@ def _storage_write_error(path: str, cause: OSError, written: int) -> StorageWrit
     return StorageWriteError(code, message, path)
 
 
-def atomic_write_bytes(path: str, payload: bytes) -> None:
-    """Atomically replace ``path`` with ``payload``."""
-    atomic_write(path, lambda f: f.write(payload))
+def atomic_write_bytes(path: str, payload: bytes, durable: bool = True) -> None:
+    """Atomically replace ``path`` with ``payload`` (``durable``: see :func:`atomic_write_path`)."""
+    atomic_write(path, lambda f: f.write(payload), durable)
 
 
 def atomic_write_text(path: str, text: str) -> None:

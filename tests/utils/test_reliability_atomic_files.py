@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from utils.file_io import atomic_write, atomic_write_text, remove_stale_temp_files
+from utils.file_io import atomic_write, atomic_write_bytes, atomic_write_text, remove_stale_temp_files
 from tests.reliability_helpers import TINY_CONFIG, make_world
 from tools import convert_weights
 
@@ -28,6 +28,18 @@ def test_written_files_follow_the_umask(tmp_path, restore_umask, mask, expected)
     atomic_write(str(tmp_path / "model_final.pth"), lambda f: torch.save({"w": torch.zeros(2)}, f))
     for name in ("last_checkpoint", "model_final.pth"):
         assert os.stat(tmp_path / name).st_mode & 0o777 == expected, name
+
+
+def test_durable_writes_fsync_file_and_folder_and_bulk_writes_do_not(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    atomic_write_bytes(str(tmp_path / "a.jpg"), b"durable")
+    assert len(synced) == 2  # the file, then its folder
+    atomic_write_bytes(str(tmp_path / "b.jpg"), b"bulk", durable=False)
+    assert len(synced) == 2
+    assert (tmp_path / "a.jpg").read_bytes() == b"durable" and (tmp_path / "b.jpg").read_bytes() == b"bulk"
+    assert sorted(os.listdir(tmp_path)) == ["a.jpg", "b.jpg"]  # no temporary file left behind
 
 
 def test_stale_temp_files_are_removed_and_nothing_else(tmp_path):
