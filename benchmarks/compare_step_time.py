@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training-step time of config variants, measured in turns in one process (fair on a noisy, shared machine).
+"""Training-step time of config variants on the CPU, measured in turns in one process (fair on a noisy machine).
 
     python benchmarks/compare_step_time.py --config-file configs/demo_synthetic.yaml --batch 4 \\
         --variant 128 144 --variant 112 128 MODEL.CENTERMASK.HEAD_CONVS 2 --rounds 12
@@ -41,8 +41,12 @@ def time_variants(config_file: str, variants: list[tuple[int, int, list[str]]], 
     """Seconds of each timed step, per variant."""
     benches = []
     for height, width, opts in variants:
-        cfg = bench_model.load_config(config_file, "cpu", opts, False)
-        bench = bench_model.BenchmarkedModel(cfg, None)
+        try:  # a missing file, an unknown key or a value the model rejects: one line naming it, no traceback
+            cfg = bench_model.load_config(config_file, "cpu", opts, False)
+            bench = bench_model.BenchmarkedModel(cfg, None)
+        except (FileNotFoundError, KeyError, ValueError) as error:
+            words = " ".join([str(height), str(width)] + list(opts))
+            raise SystemExit(f"error: --variant {words} of {config_file}: {error}") from None
         bench.set_training_batch(bench_model.synthetic_training_batch(cfg, batch, height, width))
         for _ in range(warmup):
             bench.train_step()

@@ -36,3 +36,14 @@ def test_variant_overrides_reach_the_model():
 def test_bad_variants_name_the_option(words, message):
     with pytest.raises(SystemExit, match=message):
         compare_step_time.parse_variant(words)
+
+
+@pytest.mark.parametrize("config, opts, message", [
+    ("nope.yaml", [], "nope.yaml: no such file"),
+    ("tiny_cpu.yaml", ["MODEL.NO_SUCH_KEY", "1"], "MODEL.NO_SUCH_KEY"),
+    ("demo_synthetic.yaml", ["MODEL.CENTERMASK.HEAD_CONVS", "0"], "MODEL.CENTERMASK.HEAD_CONVS must be >= 1"),
+])
+def test_bad_config_or_override_is_one_error_naming_it(config, opts, message):
+    with pytest.raises(SystemExit, match=message) as stop:
+        compare_step_time.time_variants(os.path.join(ROOT, "configs", config), [(64, 96, opts)], 1, 0, 1)
+    assert str(stop.value).startswith("error: --variant 64 96")
