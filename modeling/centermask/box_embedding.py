@@ -24,11 +24,14 @@ class BoxSineEmbedding(nn.Module):
 
     def forward(self, boxes: Tensor, image_sizes: Tensor) -> Tensor:
         """``boxes`` (..., 4) xyxy pixels and ``image_sizes`` (..., 2) their image's (h, w) -> (..., dim)."""
+        return self.proj(self.sine_features(boxes, image_sizes))
+
+    def sine_features(self, boxes: Tensor, image_sizes: Tensor) -> Tensor:
+        """The (..., dim) sine/cosine features before the projection (for other projections of the same boxes)."""
         h, w = image_sizes.to(boxes.dtype).unbind(-1)
         x0, y0, x1, y1 = boxes.unbind(-1)
         coords = torch.stack(((x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h), dim=-1)
         steps = torch.arange(self.feats_per_coord, dtype=boxes.dtype, device=boxes.device)
         frequencies = self.temperature ** (2 * torch.div(steps, 2, rounding_mode="floor") / self.feats_per_coord)
         angles = coords[..., None] * (2 * math.pi) / frequencies  # (..., 4, dim // 4)
-        features = torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-3)
-        return self.proj(features)
+        return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-3)

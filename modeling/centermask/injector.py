@@ -25,8 +25,8 @@ class CenterMaskInjector(nn.Module):
     the normalised box (:class:`BoxSineEmbedding`).  The meta-architecture appends these K tokens to the DETR
     encoder memory, so the subject, object and predicate decoders attend to the detector's objects.  The boxes are
     detached: gradients reach the features through RoIAlign, not the box coordinates.  With
-    ``TOKEN_DETECTION_CONTENT`` each token's content also carries its detection: a second box embedding and a
-    class embedding of FCOS's label × its score, added after the projection (cross-attention adds the positional
+    ``TOKEN_DETECTION_CONTENT`` each token's content also carries its detection: a second projection of the
+    box's sine features and a class embedding of FCOS's label × its score, added after the projection (cross-attention adds the positional
     embedding to the keys only, so without them the decoders cannot copy a detection's box or class from the
     values they attend to).  FCOS is trained jointly
     (its losses × ``FCOS_LOSS_WEIGHT``; at 0 the FCOS head is frozen and its losses are not computed).
@@ -59,7 +59,7 @@ class CenterMaskInjector(nn.Module):
         self.box_embedding = BoxSineEmbedding(hidden_dim)
         self.detection_content = centermask.TOKEN_DETECTION_CONTENT
         if self.detection_content:
-            self.content_box_embedding = BoxSineEmbedding(hidden_dim)
+            self.content_box_proj = nn.Linear(hidden_dim, hidden_dim)  # of the position's sine features
             self.content_class_embedding = nn.Embedding(cfg.MODEL.DETR.NUM_CLASSES, hidden_dim)
 
     def forward(
@@ -90,10 +90,11 @@ class CenterMaskInjector(nn.Module):
         )
         detection_tokens = self.token_proj(self.spatial_attention(roi_features))
         sizes = image_sizes_tensor(image_sizes, boxes.dtype, boxes.device)
-        detection_pos = self.box_embedding(boxes, sizes[image_idx])
+        box_sines = self.box_embedding.sine_features(boxes, sizes[image_idx])
+        detection_pos = self.box_embedding.proj(box_sines)
         if self.detection_content:
             labels, scores = detections.labels[image_idx, slot], detections.scores[image_idx, slot]
-            detection_tokens = (detection_tokens + self.content_box_embedding(boxes, sizes[image_idx])
+            detection_tokens = (detection_tokens + self.content_box_proj(box_sines)
                                 + self.content_class_embedding(labels) * scores[:, None].to(detection_tokens.dtype))
 
         slots = detections.padding_mask.shape

@@ -93,11 +93,12 @@ def test_detection_content_adds_box_and_scored_class_embeddings_to_the_tokens():
     for image, slot in valid:
         size = torch.tensor(IMAGE_SIZES[image], dtype=torch.float32)
         label, score = detections.labels[image, slot], detections.scores[image, slot]
-        expected = (base[image, slot] + with_content.content_box_embedding(detections.boxes[image, slot], size)
+        sines = with_content.box_embedding.sine_features(detections.boxes[image, slot], size)
+        expected = (base[image, slot] + with_content.content_box_proj(sines)
                     + with_content.content_class_embedding(label) * score)
         torch.testing.assert_close(tokens[image, slot], expected)
     extra = sum(p.numel() for p in with_content.parameters()) - sum(p.numel() for p in plain.parameters())
-    assert extra == (32 * 32 + 32) + 5 * 32  # a second box embedding + one class embedding row per class
+    assert extra == (32 * 32 + 32) + 5 * 32  # a second projection of the box + one class embedding row per class
 
 
 def test_gradients_reach_features_through_roi_path_not_box_coordinates():
